@@ -1,0 +1,152 @@
+"""Typed, validated training configuration.
+
+A ``TrainConfig`` fully determines a training run: its hash (with the flatlib version) is
+the run's key in the results store, so two equal configs share one result. Fields that do
+not change the result (device, progress bars, compilation) are excluded from the hash.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import flatlib
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "multistep", "plateau", "linear_decay")
+# fields that change how fast a run goes, never what it computes
+_NOT_HASHED = {"device", "compile", "progress", "snapshot_epochs", "amp", "channels_last"}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message is one line naming field, value and choices."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are a small CPU-friendly run; profiles override them."""
+
+    dataset: str = "mnist5k"
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str = "mlp100"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_train: int | None = None          # random training subset of this size (per seed)
+    confusion: int = 0                  # FIM-S1: extra training images with random labels
+    augment: str = "no-aug"
+    cutout: int = 0
+    batch_size: int = 128
+    epochs: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "constant"
+    milestones: tuple[int, ...] = ()
+    lr_factor: float = 0.2              # multistep factor
+    final_lr_ratio: float = 0.01        # FF Eq. 14: r
+    averaging_start: int | None = None  # iterate averaging from this epoch (1-based), FF Eq. 15
+    label_smoothing: float = 0.0
+    rule: str = "standard"
+    rule_kwargs: dict[str, Any] = field(default_factory=dict)
+    parent: "TrainConfig | None" = None  # start from this run's weights ...
+    parent_epoch: int | None = None      # ... at this epoch (None: its last)
+    seed: int = 0
+    # not hashed: how the run executes
+    device: str = "auto"
+    amp: bool = True                    # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True          # on CUDA
+    compile: bool = False
+    progress: bool = True
+    snapshot_epochs: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- identity ---------------------------------------------------------------
+    def to_dict(self, hashed_only: bool = False) -> dict[str, Any]:
+        d = {}
+        for f in dataclasses.fields(self):
+            if hashed_only and f.name in _NOT_HASHED:
+                continue
+            v = getattr(self, f.name)
+            if isinstance(v, TrainConfig):
+                v = v.to_dict(hashed_only)
+            elif isinstance(v, tuple):
+                v = list(v)
+            d[f.name] = v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field {unknown[0]!r}; valid fields: {', '.join(sorted(names))}")
+        d = dict(d)
+        if d.get("parent") is not None and isinstance(d["parent"], dict):
+            d["parent"] = cls.from_dict(d["parent"])
+        for k in ("betas", "milestones", "snapshot_epochs"):
+            if k in d and d[k] is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def key(self) -> str:
+        """Hash of the result-determining fields and the flatlib version."""
+        return config_hash(self.to_dict(hashed_only=True))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def config_hash(d: dict[str, Any]) -> str:
+    """Short stable hash of a JSON-able dict together with the flatlib version."""
+    blob = json.dumps({"flatlib": flatlib.__version__, **d}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def choice(name: str, value: Any, choices: tuple | list | set | dict) -> None:
+    """Raise a one-line ConfigError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"invalid {name}={value!r}; choose from: {', '.join(map(str, choices))}")
+
+
+def positive(name: str, value: float, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        raise ConfigError(f"invalid {name}={value!r}; must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _validate(c: TrainConfig) -> None:
+    from flatlib.data import AUGMENTATIONS, DATASETS
+    from flatlib.models import MODELS
+
+    choice("dataset", c.dataset, DATASETS)
+    choice("model", c.model, MODELS)
+    choice("augment", c.augment, AUGMENTATIONS)
+    choice("optimizer", c.optimizer, OPTIMIZERS)
+    choice("schedule", c.schedule, SCHEDULES)
+    choice("device", c.device.split(":")[0], ("auto", "cpu", "cuda"))
+    for name in ("batch_size", "epochs", "lr"):
+        positive(name, getattr(c, name))
+    for name in ("weight_decay", "momentum", "cutout", "confusion", "label_smoothing", "seed"):
+        positive(name, getattr(c, name), allow_zero=True)
+    if not 0 <= c.label_smoothing < 1:
+        raise ConfigError(f"invalid label_smoothing={c.label_smoothing!r}; must be in [0, 1)")
+    if c.n_train is not None:
+        positive("n_train", c.n_train)
+    if c.schedule == "multistep" and not c.milestones:
+        raise ConfigError("schedule='multistep' needs milestones, e.g. milestones=(60, 120, 160)")
+    if c.averaging_start is not None and not 1 <= c.averaging_start <= c.epochs:
+        raise ConfigError(f"invalid averaging_start={c.averaging_start!r}; must be in [1, epochs={c.epochs}]")
+    if c.parent_epoch is not None and c.parent is None:
+        raise ConfigError("parent_epoch is set but parent is None")
+    if c.parent is not None and c.parent_epoch is not None and not 1 <= c.parent_epoch <= c.parent.epochs:
+        raise ConfigError(f"invalid parent_epoch={c.parent_epoch!r}; parent trains {c.parent.epochs} epochs")
+    from flatlib.rules import RULES, _import_rule_modules
+
+    _import_rule_modules()
+    choice("rule", c.rule, RULES)

@@ -1,0 +1,115 @@
+"""Update rules: how one training step turns a batch into a parameter update.
+
+The engine (``flatlib.engine``) owns the loop, data, schedule, mixed precision and
+checkpoints; an update rule only says what happens inside one step. Plain SGD/Adam is
+``StandardRule``; SAM, PoF and the Fisher regularizer are other rules registered here by
+name, so a new method is a small class, not a copy of the training loop.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Iterator
+
+import torch
+from torch import nn
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class StepContext:
+    """Everything a rule may use during one step.
+
+    ``criterion`` is the mean training loss (label smoothing included, no weight decay:
+    weight decay lives in the optimizer). ``draw_batch`` returns a fresh random training
+    batch, for rules that need a second draw (PoF's B̃). ``autocast`` returns the
+    mixed-precision context the engine chose (bf16 on CUDA, a no-op on CPU).
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    draw_batch: Callable[[], Batch]
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    epoch: int = 0
+    step: int = 0
+    logs: dict[str, list[float]] = field(default_factory=dict)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean training loss of the current model on (x, y), under autocast."""
+        with self.autocast():
+            return self.criterion(self.model(x), y)
+
+    def log(self, name: str, value: float | torch.Tensor) -> None:
+        """Record a per-step quantity (kept as a tensor: no host sync inside the step)."""
+        self.logs.setdefault(name, []).append(value.detach() if torch.is_tensor(value) else value)
+
+
+class UpdateRule:
+    """Base class: ``step`` updates the model on (x, y) and returns the detached loss at the pre-step weights."""
+
+    name = "base"
+
+    def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def trainable(self, model: nn.Module) -> Iterator[nn.Parameter]:
+        """Parameters the optimizer should own (all by default; PoF owns only the feature extractor)."""
+        return (p for p in model.parameters() if p.requires_grad)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class StandardRule(UpdateRule):
+    """One forward/backward pass and an optimizer step: plain SGD, Adam, AdamW."""
+
+    name = "standard"
+
+    def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ctx.optimizer.zero_grad(set_to_none=True)
+        loss = ctx.loss(x, y)
+        loss.backward()
+        ctx.optimizer.step()
+        return loss.detach()
+
+
+RULES: dict[str, Callable[..., UpdateRule]] = {"standard": StandardRule}
+
+
+def register_rule(name: str) -> Callable[[type[UpdateRule]], type[UpdateRule]]:
+    """Class decorator adding an update rule to ``RULES`` under ``name``."""
+
+    def deco(cls: type[UpdateRule]) -> type[UpdateRule]:
+        RULES[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def build_rule(name: str, **kwargs) -> UpdateRule:
+    """Instantiate a registered rule; unknown names get a one-line error listing the choices."""
+    _import_rule_modules()
+    if name not in RULES:
+        raise ValueError(f"unknown update rule {name!r}; choose from: {', '.join(sorted(RULES))}")
+    try:
+        return RULES[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"update rule {name!r}: {err}") from None
+
+
+def _import_rule_modules() -> None:
+    """Rules register themselves on import; import the modules that define them."""
+    import importlib
+
+    for mod in ("flatlib.sam", "flatlib.pof", "flatlib.fisher.regularizer"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name != mod and not mod.startswith(str(err.name)):
+                raise
