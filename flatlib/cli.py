@@ -139,8 +139,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
     except (OSError, ValueError, ConfigError, TypeError) as err:
         _die(f"{args.config}: {err}")
-    result = train(cfg, Store(args.profile))
-    print(json.dumps(result.summary))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # launched by torchrun: one process per GPU (or CPU worker with gloo)
+        import torch
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available() and cfg.device in ("auto", "cuda"):
+            torch.cuda.set_device(local)
+            cfg = cfg.replace(device=f"cuda:{local}")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        result = train(cfg, Store(args.profile))
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result.summary))
     return 0
 
 

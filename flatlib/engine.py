@@ -36,6 +36,15 @@ from flatlib.store import Store
 _ENGINE_RULE_KEYS = {"averaging_lr"}
 
 
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class Diverged(RuntimeError):
     """The loss became NaN or Inf; the message names epoch and step."""
 
@@ -136,6 +145,8 @@ def train(cfg: TrainConfig, store: Store | None = None) -> TrainResult:
     resumes from its last epoch checkpoint. The final weights are kept as a checkpoint for
     later measurements (``load_model``).
     """
+    if store is not None and dist_info()[0] != 0:
+        return _run(cfg, store)  # DDP worker: rank 0 alone locks and writes the result
     if store is not None:
         entry = store.get("train", cfg.to_dict(hashed_only=True))
         if entry is not None:
@@ -167,6 +178,8 @@ def load_model(cfg: TrainConfig, store: Store, epoch: int | None = None, device:
 
 
 def _save(path, payload: dict) -> None:
+    if dist_info()[0] != 0:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -194,12 +207,22 @@ def _run(cfg: TrainConfig, store: Store | None) -> TrainResult:
     autocast = (functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
                 if cuda and cfg.amp else contextlib.nullcontext)
     step_model = torch.compile(model) if cfg.compile else model
+    rank, world = dist_info()
+    if world > 1:
+        # DDP: every rank draws the same global batch (same seed) and trains on its contiguous
+        # shard; gradients are averaged across ranks, so the step equals the single-process one.
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the world size {world}")
+        step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=[device.index] if cuda else None)
 
     train_batches = loader(ds, "train", cfg.batch_size, device, train=True, cfg=cfg, seed=cfg.seed)
     extra = _cycle(loader(ds, "train", cfg.batch_size, device, train=True, cfg=cfg, seed=cfg.seed + 10_000))
     test_batches = loader(ds, "test", 1024, device)
     criterion = criterion_for(cfg)
-    ctx = StepContext(step_model, optimizer, criterion, draw_batch=lambda: next(extra), autocast=autocast)
+    def shard(batch):
+        return tuple(t.chunk(world)[rank] for t in batch) if world > 1 else batch
+
+    ctx = StepContext(step_model, optimizer, criterion, draw_batch=lambda: shard(next(extra)), autocast=autocast)
 
     ckpt_dir = store.checkpoint_dir(cfg.key()) if store else None
     records: list[dict[str, Any]] = []
@@ -234,11 +257,15 @@ def _run(cfg: TrainConfig, store: Store | None) -> TrainResult:
             if cuda and cfg.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             ctx.step = step
+            x, y = shard((x, y))
             loss = rule.step(ctx, x, y)
             loss_sum += loss.double()
             step += 1
             if (not cuda or i % 50 == 0) and not torch.isfinite(loss):
                 _diverged(cfg, store, epoch, i)
+        if world > 1:
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= world
         train_loss = float(loss_sum) / len(train_batches)
         if not math.isfinite(train_loss):
             _diverged(cfg, store, epoch, None)

@@ -79,6 +79,14 @@ class Params:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def plan(self) -> list:
+        """The training runs (``TrainConfig``s) this notebook needs, for ``flatlib run-all``.
+
+        Notebooks whose experiments train models override this; the scheduler runs the plan
+        in parallel before executing the notebook, which then finds every result stored.
+        """
+        return []
+
     def _repr_markdown_(self) -> str:
         rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in self.as_dict().items())
         return f"| parameter | value |\n|---|---|\n{rows}"

@@ -44,6 +44,9 @@ class BaselineParams(Params):
 
             raise ParameterError(f"invalid datasets={bad!r} for data_and_baselines; choose from: {', '.join(EMBEDDED)}")
 
+    def plan(self) -> list[TrainConfig]:
+        return configs(self)
+
 
 def configs(p: BaselineParams) -> list[TrainConfig]:
     out = []
