@@ -49,6 +49,10 @@ class Diverged(RuntimeError):
     """The loss became NaN or Inf; the message names epoch and step."""
 
 
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory; the message suggests what to shrink."""
+
+
 @dataclass
 class TrainResult:
     config: TrainConfig
@@ -187,6 +191,15 @@ def _save(path, payload: dict) -> None:
 
 
 def _run(cfg: TrainConfig, store: Store | None) -> TrainResult:
+    try:
+        return _train_loop(cfg, store)
+    except torch.OutOfMemoryError:
+        raise OutOfMemory(f"out of device memory training {cfg.model} with batch_size={cfg.batch_size}: use a smaller "
+                          "batch_size (or model width); for Hessian/Fisher estimators pass a smaller batch_size/chunk_size"
+                          ) from None
+
+
+def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
     torch.manual_seed(cfg.seed)
@@ -198,6 +211,9 @@ def _run(cfg: TrainConfig, store: Store | None) -> TrainResult:
         train(cfg.parent, store)
         model.load_state_dict(load_model(cfg.parent, store, epoch=cfg.parent_epoch).state_dict())
     model.to(device)
+    if cuda:
+        # every step has the same input shape (the last batch aside): let cuDNN pick the fastest kernels
+        torch.backends.cudnn.benchmark = True
     if cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     rule = build_rule(cfg.rule, **{k: v for k, v in cfg.rule_kwargs.items() if k not in _ENGINE_RULE_KEYS})
@@ -206,7 +222,8 @@ def _run(cfg: TrainConfig, store: Store | None) -> TrainResult:
     averaged = torch.optim.swa_utils.AveragedModel(model) if cfg.averaging_start else None
     autocast = (functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
                 if cuda and cfg.amp else contextlib.nullcontext)
-    step_model = torch.compile(model) if cfg.compile else model
+    # static shapes: the shorter last batch gets its own graph instead of a dynamic-shape recompile
+    step_model = torch.compile(model, dynamic=False) if cfg.compile else model
     rank, world = dist_info()
     if world > 1:
         # DDP: every rank draws the same global batch (same seed) and trains on its contiguous

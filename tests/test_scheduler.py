@@ -1,0 +1,81 @@
+"""run-all: parallel runs, kill -9 and resume without recomputation, SLURM via submitit's local executor."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flatlib.store import Store
+
+ONLY = "data_and_baselines"
+
+
+def _entries(root: Path) -> dict[str, float]:
+    """key -> provenance time of every stored training result."""
+    return {e.key: e.provenance["time"] for e in Store("smoke", root).entries("train")}
+
+
+def _run_all(root: Path, *extra: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "FLATLIB_RESULTS": str(root), "FLATLIB_QUIET": "1"}
+    return subprocess.Popen([sys.executable, "-m", "flatlib.cli", "run-all", "--profile", "smoke", "--only", ONLY,
+                             "--no-notebooks", *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+def test_run_all_killed_and_rerun_completes_without_recomputing(results_root):
+    from flatlib.scheduler import plans
+
+    expected = {c.key() for c in plans("smoke", ONLY)[ONLY]}
+    proc = _run_all(results_root, "--jobs", "2", start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not _entries(results_root):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: run-all and its workers
+    proc.wait()
+    before = _entries(results_root)
+    assert before and set(before) <= expected
+    rerun = _run_all(results_root, "--jobs", "2")
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    after = _entries(results_root)
+    assert set(after) == expected  # every result present exactly once (one file per key)
+    assert all(after[k] == t for k, t in before.items())  # none recomputed
+    assert f"{len(expected) - len(before)} runs to train" in out
+
+
+def test_status_and_slurm_executor_with_local_submitit(results_root, monkeypatch):
+    from flatlib.scheduler import plans
+
+    monkeypatch.setenv("FLATLIB_SUBMITIT_CLUSTER", "local")
+    expected = {c.key() for c in plans("smoke", ONLY)[ONLY]}
+    proc = _run_all(results_root, "--executor", "slurm")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert set(_entries(results_root)) == expected
+    status = subprocess.run([sys.executable, "-m", "flatlib.cli", "status", "--profile", "smoke"], text=True,
+                            capture_output=True, env={**os.environ, "FLATLIB_RESULTS": str(results_root)})
+    row = next(line for line in status.stdout.splitlines() if line.startswith(ONLY))
+    assert row.split()[1:] == [str(len(expected)), "0", "0", "0"]
+
+
+def test_failed_run_is_reported_and_others_continue(results_root, monkeypatch, capsys):
+    """A diverging run is reported with its config and log path; the other run still finishes; exit code 1."""
+    import argparse
+
+    from flatlib import scheduler
+    from flatlib.config import TrainConfig
+
+    good = TrainConfig(dataset="toy", model="mlp5", model_kwargs={"width": 8}, epochs=1, progress=False)
+    bad = good.replace(lr=1e8, epochs=20)
+    monkeypatch.setattr(scheduler, "plans", lambda profile, only=None: {"demo": [bad, good]})
+    args = argparse.Namespace(profile="smoke", only=None, executor="local", gpus=None, jobs=2, no_notebooks=True)
+    assert scheduler.run_all(args) == 1
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert f"FAILED {bad.key()}" in text and '"lr": 100000000.0' in text and ".log" in text
+    assert set(_entries(results_root)) == {good.key()}
+    log = next(line for line in text.splitlines() if "FAILED" in line).rsplit("(log: ", 1)[1].rstrip(")")
+    assert "diverged: non-finite loss" in Path(log).read_text()
