@@ -1,11 +1,21 @@
 # Two entry points (see README): `make book` builds the book at the default profile,
 # `make test` runs unit tests, nbval over every notebook at the smoke profile, and a book build.
 PYTHON ?= python3
+PROFILE ?= default
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv book test unit nbval book-check clean
+# A local MathJax 3 (npm package, es5 build) so that math renders with no network; fetched at
+# build time (with Debian's npm if none is installed) into a git-ignored folder that Sphinx
+# copies to _static/mathjax/.
+MATHJAX := book/_mathjax/mathjax/tex-mml-chtml.js
+# The browser test drives Debian's headless Chromium; installed here when missing (CI runs as root).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
+
+.PHONY: venv book test unit nbval book-check chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +26,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-book: $(STAMP)
-	FLATLIB_PROFILE=default $(PY) -m jupyter_book build . --keep-going -W -n
+$(MATHJAX):
+	command -v npm >/dev/null || { $(APT_INSTALL) npm >/dev/null; }
+	rm -rf book/_mathjax .mathjax-fetch && mkdir -p book/_mathjax .mathjax-fetch
+	cd .mathjax-fetch && npm pack --silent mathjax@3 >/dev/null && tar xzf mathjax-*.tgz
+	mv .mathjax-fetch/package/es5 book/_mathjax/mathjax && rm -rf .mathjax-fetch
+
+$(CHROMIUM):
+	$(APT_INSTALL) chromium fonts-dejavu-core >/dev/null
+
+chromium: $(CHROMIUM)
+
+book: $(STAMP) $(MATHJAX)
+	FLATLIB_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --keep-going -W -n
 
 unit: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile tests --ignore=tests/book
@@ -25,10 +46,10 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	FLATLIB_PROFILE=smoke $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks
 
-book-check: book
+book-check: book $(CHROMIUM)
 	$(PY) -m pytest tests/book -q
 
 test: unit nbval book-check
 
 clean:
-	rm -rf _build results/smoke
+	rm -rf _build results/smoke book/_mathjax

@@ -125,9 +125,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_book(args: argparse.Namespace) -> int:
     from flatlib.store import project_root
 
-    env = {**os.environ, "FLATLIB_PROFILE": args.profile}
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(project_root()), *args.extra]
-    return subprocess.call(cmd, env=env)
+    # `make book` also fetches the local MathJax copy the offline book needs
+    return subprocess.call(["make", "book", f"PROFILE={args.profile}"], cwd=project_root())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -197,7 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("book", help="build the Jupyter Book")
     p.add_argument("--profile", choices=PROFILES, default="default")
-    p.add_argument("extra", nargs="*", help="extra arguments for jupyter-book build")
     p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("train", help="train one config (JSON file); works under torchrun")

@@ -7,13 +7,17 @@ the most paper-like profile that has a record: paper, then default, then smoke.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from flatlib.store import Store
+from flatlib.store import Entry, Store
 
-VERDICTS = ("held", "did not hold", "partly held", "not run")
+VERDICTS = ("held", "partly held", "did not hold", "not run")
+PROFILE_PREFERENCE = ("paper", "default", "smoke")
+COLUMNS = ("ID", "paper's claim", "paper's value", "reference", "ours", "profile", "verdict", "rule",
+           "date", "commit")
 
 
 def targets() -> pd.DataFrame:
@@ -39,23 +43,37 @@ def record_claim(store: Store, target: str, *, ours: str, verdict: str, rule: st
                                         "values": values or {}})
 
 
-def status_frame(root=None, profiles: tuple[str, ...] = ("paper", "default", "smoke")) -> pd.DataFrame:
-    """One row per target with the paper's value, ours, the profile, the verdict, date and commit."""
-    found: dict[str, tuple[str, Any]] = {}
+def latest_claims(root: Path | str | None = None,
+                  profiles: tuple[str, ...] = PROFILE_PREFERENCE) -> dict[str, tuple[str, Entry]]:
+    """For each target id, (profile, entry) of its newest record in the first profile that has one."""
+    found: dict[str, tuple[str, Entry]] = {}
     for profile in profiles:
+        newest: dict[str, Entry] = {}
         for e in Store(profile, root).entries("claim"):
-            found.setdefault(e.config["id"], (profile, e))
+            tid = e.config["id"]
+            if tid not in newest or e.provenance["time"] > newest[tid].provenance["time"]:
+                newest[tid] = e
+        for tid, e in newest.items():
+            found.setdefault(tid, (profile, e))
+    return found
+
+
+def status_frame(root: Path | str | None = None,
+                 profiles: tuple[str, ...] = PROFILE_PREFERENCE) -> pd.DataFrame:
+    """One row per target (columns ``COLUMNS``): the paper's claim and value with its reference,
+    ours with its spread, the profile, verdict and the rule that decided it, the date and commit."""
+    found = latest_claims(root, profiles)
     rows = []
     for t in targets().itertuples():
-        row = {"ID": t.id, "paper's claim": t.claim, "paper's value": t.paper_value, "source": t.source}
+        row = {"ID": t.id, "paper's claim": t.claim, "paper's value": t.paper_value, "reference": t.source}
         if t.id in found:
             profile, e = found[t.id]
             row.update({"ours": e.data["ours"], "profile": profile, "verdict": e.data["verdict"],
                         "rule": e.data["rule"], "date": e.provenance["time"][:10],
-                        "commit": e.provenance.get("commit") or ""})
+                        "commit": e.provenance.get("commit") or "—"})
         else:
-            row.update({"ours": "—", "profile": "—", "verdict": "not run", "rule": "", "date": "", "commit": ""})
+            row.update({"ours": "—", "profile": "—", "verdict": "not run", "rule": "", "date": "—",
+                        "commit": "—"})
         rows.append(row)
-    return pd.DataFrame(rows)
-
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
