@@ -1,0 +1,142 @@
+"""FF chapter analysis: verdict rule, scale-aware measures, plans, curvature measurement."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flatlib.curvature import exact_hessian
+from flatlib.engine import load_model
+from flatlib.experiments import ff
+from flatlib.store import Store
+
+
+def _frame(means: dict[float, tuple[float, float]]) -> pd.DataFrame:
+    """Two seeds per setting at mean ± 1 (std √2 for two points at ±1)."""
+    rows = []
+    for wd, (lam, acc) in means.items():
+        for seed, d in ((0, -1.0), (1, 1.0)):
+            rows.append({"weight_decay": wd, "seed": seed, "lambda_1": lam + d, "test_acc": acc + d})
+    return pd.DataFrame(rows)
+
+
+def test_verdict_rule_held_partly_not():
+    order = [0.0, 1e-4, 5e-4]
+    held = _frame({0.0: (1, 90), 1e-4: (10, 95), 5e-4: (20, 99)})
+    assert ff.ordered(held, "weight_decay", order, ("lambda_1", "test_acc"))[0] == "held"
+    overlap = _frame({0.0: (1, 90), 1e-4: (2, 95), 5e-4: (20, 99)})  # λ1 1 → 2: intervals of ±√2 overlap
+    assert ff.ordered(overlap, "weight_decay", order, ("lambda_1", "test_acc"))[0] == "partly held"
+    falls = _frame({0.0: (1, 90), 1e-4: (10, 95), 5e-4: (5, 99)})
+    assert ff.ordered(falls, "weight_decay", order, ("lambda_1", "test_acc"))[0] == "did not hold"
+    # the accuracy half of the claim matters unless the claim is about λ1 only (FF-F3)
+    acc_falls = _frame({0.0: (1, 99), 1e-4: (10, 95), 5e-4: (20, 90)})
+    assert ff.ordered(acc_falls, "weight_decay", order, ("lambda_1", "test_acc"))[0] == "did not hold"
+    assert ff.ordered(acc_falls, "weight_decay", order, ("lambda_1",))[0] == "held"
+
+
+def test_verdict_values_are_means_and_stds_in_order():
+    f = _frame({0.0: (1, 90), 5e-4: (20, 99)})
+    _, values = ff.ordered(f, "weight_decay", [0.0, 5e-4], ("lambda_1",))
+    assert values["lambda_1_mean"] == [1.0, 20.0]
+    np.testing.assert_allclose(values["lambda_1_std"], [np.sqrt(2)] * 2)
+
+
+def test_paired_rises_counts_per_seed():
+    f = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "weight_decay": [0, 1, 2] * 2,
+                      "lambda_1": [1.0, 2.0, 3.0, 5.0, 4.0, 6.0]})
+    assert ff.paired_rises(f, "weight_decay", [0, 1, 2], "lambda_1") == (3, 4)
+
+
+def test_scale_aware_measures_are_invariant_to_rescaling():
+    """For a scale-invariant loss, w → αw gives H → H/α², so λ1·‖w‖² and tr H·‖w‖² do not change."""
+    f = pd.DataFrame({"lambda_1": [8.0], "trace": [40.0], "weight_norm": [0.5]})
+    alpha = 3.0
+    g = pd.DataFrame({"lambda_1": [8.0 / alpha**2], "trace": [40.0 / alpha**2], "weight_norm": [0.5 * alpha]})
+    a, b = ff.scale_aware(f), ff.scale_aware(g)
+    assert a["lambda_1_scaled"].item() == pytest.approx(2.0)
+    assert a["trace_scaled"].item() == pytest.approx(10.0)
+    assert b["lambda_1_scaled"].item() == pytest.approx(a["lambda_1_scaled"].item())
+    assert b["trace_scaled"].item() == pytest.approx(a["trace_scaled"].item())
+
+
+@pytest.mark.parametrize("name", ["ff_softmax", "ff_mlp", "ff_allcnnc", "ff_preresnet", "ff_wrn"])
+def test_weight_decay_plans(name):
+    from flatlib.params import NOTEBOOKS
+
+    for profile in ("smoke", "default", "paper"):
+        p = NOTEBOOKS[name].resolve(profile=profile)
+        plan = p.plan()
+        assert len(plan) == len(p.weight_decays) * len(p.seeds)
+        assert len({c.key() for c in plan}) == len(plan)
+        assert all(c.optimizer == "sgd" and c.momentum == 0.9 and c.schedule == "linear_decay"
+                   and c.final_lr_ratio == 0.01 for c in plan)
+        assert all(mode in p.CLAIMS for mode in p.bn_modes)
+    if name != "ff_softmax":
+        return
+    paper = NOTEBOOKS[name].resolve(profile="paper")
+    assert (paper.dataset, paper.n_train, paper.epochs, paper.lr) == ("mnist", 45000, 1000, 0.01)
+    assert paper.weight_decays == [0.0, 1e-4, 5e-4] and paper.lanczos_iters == 100 and paper.hessian_samples is None
+
+
+def test_paper_settings_of_the_deep_networks():
+    from flatlib.params import NOTEBOOKS
+
+    for name, model, lr in (("ff_allcnnc", "allcnnc", 0.01), ("ff_preresnet", "preresnet164", 0.1),
+                            ("ff_wrn", "wrn28_10", 0.1)):
+        p = NOTEBOOKS[name].resolve(profile="paper")
+        assert (p.dataset, p.model, p.epochs, p.lr) == ("cifar100", model, 300, lr)
+    assert NOTEBOOKS["ff_wrn"].resolve(profile="paper").bn_modes == ["train", "eval"]
+
+
+def test_adam_plan_and_paper_settings():
+    p = ff.AdamParams.resolve(profile="paper")
+    groups = ff.adam_configs(p)
+    assert list(groups) == ["FF-F6", "FF-F7"]
+    f6, f7 = groups["FF-F6"], groups["FF-F7"]
+    sgd6 = [c for c in f6 if c.optimizer == "sgd"]
+    adam6 = [c for c in f6 if c.optimizer == "adamw"]
+    assert len(sgd6) == len(adam6) == len(p.seeds) and len(p.plan()) == 4 * len(p.seeds)
+    assert all(c.dataset == "cifar100" and c.model == "vgg16bn" and c.epochs == 300 for c in f6)
+    assert all(c.lr == 0.1 and c.weight_decay == 5e-4 and c.averaging_start is None for c in sgd6)
+    assert all(c.lr == 5e-4 and c.weight_decay == 0.25 and c.averaging_start == 161 for c in adam6)
+    assert {c.weight_decay for c in f7 if c.optimizer == "adamw"} == {0.35}
+    assert {c.weight_decay for c in f7 if c.optimizer == "sgd"} == {3e-4}
+    assert all(c.dataset == "cifar10" for c in f7)
+
+
+def test_adam_params_reject_wrong_lengths():
+    from flatlib.params import ParameterError
+
+    with pytest.raises(ParameterError, match="2 entries"):
+        ff.AdamParams.resolve(profile="smoke", datasets=["digits"])
+
+
+def test_summary_table_keeps_paper_numbers_in_their_own_columns():
+    f = ff.scale_aware(pd.DataFrame({
+        "weight_decay": [0.0, 0.0, 5e-4, 5e-4], "seed": [0, 1, 0, 1], "lambda_1": [1.0, 3.0, 5.0, 7.0],
+        "trace": 1.0, "frobenius_sq": 1.0, "weight_norm": 2.0, "train_acc": 99.0, "test_acc": 90.0, "gap": 9.0}))
+    t = ff.summary_table(f, "weight_decay", "FF-F1", [0.0, 5e-4])
+    assert t.loc[0.0, "lambda_1"] == "2 ± 1.4" and t.loc[5e-4, "lambda_1_scaled"] == "24 ± 5.7"
+    assert t.loc[0.0, "paper's lambda_1"] == "12.26" and t.loc[5e-4, "paper's test_acc"] == "94.08"
+
+
+def test_measure_curvature_matches_exact_hessian(tmp_path):
+    """λ1 and tr H of a trained tiny logistic regression against the float64 eigendecomposition."""
+    p = ff.SoftmaxParams.resolve(profile="smoke", dataset="digits", n_train=None, hessian_samples=64,
+                                 hessian_batch_size=24, lanczos_iters=300, lanczos_tol=1e-6, trace_samples=200,
+                                 slq_iters=40, dtype="float64")
+    cfg = ff.weight_decay_configs(p)[0]
+    store = Store("smoke", tmp_path)
+    m = ff.measure_curvature(cfg, p, "eval", store)
+    model = load_model(cfg, store)
+    H = exact_hessian(model, ff.hessian_data(cfg, 64, 64), dtype=torch.float64)
+    ev = torch.linalg.eigvalsh(H)
+    assert m["num_params"] == H.shape[0] and m["hessian_samples"] == 64
+    assert m["lambda_1"] == pytest.approx(float(ev[-1]), rel=1e-5)
+    assert abs(m["trace"] - float(ev.sum())) <= 4 * m["trace_stderr"]
+    assert abs(m["frobenius_sq"] - float((ev**2).sum())) <= 4 * m["frobenius_sq_stderr"]
+    assert m["weight_norm"] == pytest.approx(float(torch.cat([q.detach().double().flatten()
+                                                              for q in model.parameters()]).norm()))
+    # cached: a second call reads the stored entry
+    assert ff.measure_curvature(cfg, p, "eval", store) == m
