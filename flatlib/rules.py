@@ -105,11 +105,6 @@ def build_rule(name: str, **kwargs) -> UpdateRule:
 
 def _import_rule_modules() -> None:
     """Rules register themselves on import; import the modules that define them."""
-    import importlib
-
-    for mod in ("flatlib.sam", "flatlib.pof", "flatlib.fisher.regularizer"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:
-            if err.name != mod and not mod.startswith(str(err.name)):
-                raise
+    import flatlib.fisher.regularizer  # noqa: F401
+    import flatlib.pof  # noqa: F401
+    import flatlib.sam  # noqa: F401
