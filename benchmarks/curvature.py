@@ -14,7 +14,7 @@ device, in one process. Tasks:
 
 Ratios: ``ratio = time(flatlib) / time(PyHessian)``, so a ratio below 1 means flatlib is faster.
 
-    python -m benchmarks.curvature --quick --device cpu      # 200 images, 20 SLQ steps
+    python -m benchmarks.curvature --quick --device cpu      # 64 images, 10 SLQ steps
     python -m benchmarks.curvature --device cuda             # 1,000 images, 100 SLQ steps
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from flatlib.models import build_model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="CPU-sized run: 200 images, 20 SLQ steps")
+    parser.add_argument("--quick", action="store_true", help="CPU-sized run: 64 images, 10 SLQ steps")
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--slq-steps", type=int, default=None)
@@ -43,11 +43,11 @@ def main() -> None:
     from pyhessian import hessian as PyHessian
 
     device = torch.device(args.device)
-    images = args.images or (200 if args.quick else 1000)
-    slq_steps = args.slq_steps or (20 if args.quick else 100)
-    max_trace = args.max_trace_samples or (40 if args.quick else 2000)
+    images = args.images or (64 if args.quick else 1000)
+    slq_steps = args.slq_steps or (10 if args.quick else 100)
+    max_trace = args.max_trace_samples or (20 if args.quick else 2000)
     hvp_repeats = 2 if args.quick else 5
-    max_eig_iters = 60 if args.quick else 200  # caps the untimed reference and PyHessian's power iteration
+    max_eig_iters = 30 if args.quick else 200  # caps the untimed reference and PyHessian's power iteration
 
     torch.manual_seed(0)
     model = build_model("resnet20", in_channels=3, num_classes=10, input_size=32).to(device).eval()
