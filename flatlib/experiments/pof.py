@@ -138,29 +138,43 @@ def toy_configs(p: PoFToyParams, seed: int) -> tuple[TrainConfig, TrainConfig]:
     return sgd, pof
 
 
+def _knobs(p: Params) -> dict:
+    """The parameters that determine one seed's measurements (everything but profile and seeds)."""
+    return {k: v for k, v in p.as_dict().items() if k not in ("profile", "seeds")}
+
+
 def run_toy(p: PoFToyParams) -> dict[str, pd.DataFrame]:
-    """Train SGD and PoF for every seed and measure F1c, F1d, F2a, F2b. Returns tidy frames by figure."""
+    """Train SGD and PoF for every seed and measure F1c, F1d, F2a, F2b (measurements cached per seed in the
+    store, so a rebuild reads them back without the checkpoints). Returns tidy frames by figure."""
     store = Store(p.profile)
     out: dict[str, list[pd.DataFrame]] = {k: [] for k in ("runs", "f1c", "f1d", "f2a", "f2b")}
     for seed in p.seeds:
         sgd_cfg, pof_cfg = toy_configs(p, seed)
         sgd_res, pof_res = train_all([sgd_cfg, pof_cfg], store, desc=f"toy seed {seed}")
-        start = load_model(sgd_cfg, store, epoch=p.sgd_epochs)
-        models = {"SGD": load_model(sgd_cfg, store), "PoF": load_model(pof_cfg, store)}
-        train, test = split_tensors(sgd_cfg, "train"), split_tensors(sgd_cfg, "test")
         out["runs"].append(pd.DataFrame([
             {"seed": seed, "method": "SGD", "epochs": sgd_cfg.epochs, **_errors(sgd_res.summary)},
             {"seed": seed, "method": "PoF", "epochs": sgd_cfg.epochs, **_errors(pof_res.summary)},
             {"seed": seed, "method": "SGD (PoF start)", "epochs": p.sgd_epochs,
              "train_loss": sgd_res.records[p.sgd_epochs - 1]["train_loss"],
              "test_error": sgd_res.records[p.sgd_epochs - 1]["test_error"]}]))
-        alphas = np.linspace(-p.slice_radius, p.slice_radius, p.slice_points)
-        for method, model in models.items():
-            out["f1c"].append(layer_delta_l(model, train, test, alphas, p.lanczos_iters).assign(seed=seed, method=method))
-            out["f1d"].append(final_layer_slices(model, train, alphas).assign(seed=seed, method=method))
-        out["f2a"].append(gradient_alignment(start, train, p.batch_size, p.num_minibatches, seed).assign(seed=seed))
-        out["f2b"].append(xi_distribution(start, train, test, p.search_batch_size, p.num_minibatches, seed)
-                          .assign(seed=seed))
+
+        def measure(seed: int = seed, sgd_cfg: TrainConfig = sgd_cfg, pof_cfg: TrainConfig = pof_cfg) -> dict:
+            start = load_model(sgd_cfg, store, epoch=p.sgd_epochs)
+            models = {"SGD": load_model(sgd_cfg, store), "PoF": load_model(pof_cfg, store)}
+            train, test = split_tensors(sgd_cfg, "train"), split_tensors(sgd_cfg, "test")
+            alphas = np.linspace(-p.slice_radius, p.slice_radius, p.slice_points)
+            frames: dict[str, list[pd.DataFrame]] = {"f1c": [], "f1d": []}
+            for method, model in models.items():
+                frames["f1c"].append(layer_delta_l(model, train, test, alphas, p.lanczos_iters).assign(method=method))
+                frames["f1d"].append(final_layer_slices(model, train, alphas).assign(method=method))
+            got = {k: pd.concat(v, ignore_index=True) for k, v in frames.items()}
+            got["f2a"] = gradient_alignment(start, train, p.batch_size, p.num_minibatches, seed)
+            got["f2b"] = xi_distribution(start, train, test, p.search_batch_size, p.num_minibatches, seed)
+            return {k: json.loads(f.to_json(orient="records")) for k, f in got.items()}
+
+        spec = {"figure": "pof_toy", "seed": seed, "runs": [sgd_cfg.key(), pof_cfg.key()], **_knobs(p)}
+        for k, records in store.cached("pof_measures", spec, measure).items():
+            out[k].append(pd.DataFrame(records).assign(seed=seed))
     return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
 
 
@@ -498,22 +512,31 @@ def perturbation_sizes(models: dict[str, nn.Module], train: tuple[Tensor, Tensor
 
 
 def measure_images(p: PoFImagesParams) -> dict[str, pd.DataFrame]:
-    """F5 (SAM@E vs PoF@E+Δ₁, train and test mini-batches) and F6 (perturbation sizes) for every seed."""
+    """F5 (SAM@E vs PoF@E+Δ₁, train and test mini-batches) and F6 (perturbation sizes) for every seed,
+    cached per seed in the store so that a rebuild reads them back without the checkpoints."""
     store = Store(p.profile)
     E, d1 = p.pretrain_epochs, min(p.post_epochs)
     f5, f6 = [], []
     for seed in p.seeds:
         cfgs = image_configs(p, seed)
-        models = {"SAM": load_model(cfgs["SAM"], store, epoch=E), "PoF": load_model(cfgs["PoF"], store, epoch=d1),
-                  "SGD": load_model(cfgs["SGD"], store, epoch=E)}
-        data = {s: split_tensors(cfgs["SGD"], s) for s in ("train", "test")}
-        for split, (x, y) in data.items():
-            batches = random_batches(x, y, p.batch_size, p.num_minibatches, seed)
-            for method in ("SAM", "PoF"):
-                values = hessian_components(models[method], batches)
-                label = f"SAM@{E}" if method == "SAM" else f"PoF@{E + d1}"
-                f5.append(pd.DataFrame({"split": split, "method": label, "value": values, "seed": seed}))
-        f6.append(perturbation_sizes(models, data["train"], p, seed).assign(seed=seed))
+
+        def measure(seed: int = seed, cfgs: dict = cfgs) -> dict:
+            models = {"SAM": load_model(cfgs["SAM"], store, epoch=E), "PoF": load_model(cfgs["PoF"], store, epoch=d1),
+                      "SGD": load_model(cfgs["SGD"], store, epoch=E)}
+            data = {s: split_tensors(cfgs["SGD"], s) for s in ("train", "test")}
+            rows = []
+            for split, (x, y) in data.items():
+                batches = random_batches(x, y, p.batch_size, p.num_minibatches, seed)
+                for method in ("SAM", "PoF"):
+                    label = f"SAM@{E}" if method == "SAM" else f"PoF@{E + d1}"
+                    rows += [{"split": split, "method": label, "value": float(v)}
+                             for v in hessian_components(models[method], batches)]
+            return {"f5": rows, "f6": json.loads(perturbation_sizes(models, data["train"], p, seed).to_json(orient="records"))}
+
+        spec = {"figure": "pof_images", "seed": seed, "runs": sorted(c.key() for c in cfgs.values()), **_knobs(p)}
+        got = store.cached("pof_measures", spec, measure)
+        f5.append(pd.DataFrame(got["f5"]).assign(seed=seed))
+        f6.append(pd.DataFrame(got["f6"]).assign(seed=seed))
     return {"f5": pd.concat(f5, ignore_index=True), "f6": pd.concat(f6, ignore_index=True)}
 
 
