@@ -466,12 +466,16 @@ def run_invariance(p: InvarianceParams) -> pd.DataFrame:
     rows = []
     for name, cfg in invariance_configs(p).items():
         train(cfg, store)
-        model = load_model(cfg, store)
-        train_data, test_data = measurement_data(cfg, p.n_measure)
         base = measure_run(cfg, store, mcfg, p.n_measure)
-        for transform, copy_ in reparameterisations(name, model, p.alphas).items():
-            spec = {"run": cfg.key(), "transform": transform, "n_measure": p.n_measure, **mcfg.to_dict()}
-            after = store.cached("invariance", spec, lambda: _checked_measures(model, copy_, train_data, test_data, mcfg))
+
+        def measure_transforms(name: str = name, cfg: TrainConfig = cfg) -> dict[str, dict[str, float]]:
+            model = load_model(cfg, store)
+            train_data, test_data = measurement_data(cfg, p.n_measure)
+            return {transform: _checked_measures(model, copy_, train_data, test_data, mcfg)
+                    for transform, copy_ in reparameterisations(name, model, p.alphas).items()}
+
+        spec = {"run": cfg.key(), "alphas": list(p.alphas), "n_measure": p.n_measure, **mcfg.to_dict()}
+        for transform, after in store.cached("invariance", spec, measure_transforms).items():
             for m in MEASURES:
                 rows.append({"model": name, "transform": transform, "measure": m, "label": MEASURES[m][0],
                              "before": base[m], "after": after[m]})
