@@ -11,14 +11,15 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 
-from book_browser import check_site
+from book_browser import NO_FIGURE_PAGES, check_site
 
 STATUS = "book/status.html"
 MATH = '<p><span class="math notranslate nohighlight">\\(\\lambda_1 = \\max_i \\lambda_i\\)</span></p>'
 
 
 def _chapters(pages: list[str]) -> list[str]:
-    return [p for p in pages if p.startswith("notebooks/")]
+    """Notebook pages that must show a figure."""
+    return [p for p in pages if p.startswith("notebooks/") and p not in NO_FIGURE_PAGES]
 
 
 def _shows_a_picture(png: Path) -> bool:
