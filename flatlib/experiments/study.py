@@ -43,9 +43,27 @@ _SKIP_FIELDS = {"snapshot_epochs", "device", "amp", "channels_last", "compile", 
 
 
 # ------------------------------------------------------------------------------------------ parameters
+@dataclasses.dataclass
+class MeasureParams(Params):
+    """The measures' sample sizes, shared by both study notebooks."""
+
+    n_measure: int | None = bounded(lo=8)         # training (and test) points the measures use
+    lanczos_iters: int | None = bounded(lo=2)
+    trace_matvecs: int | None = bounded(lo=3)
+    n_prime: int | None = bounded(lo=2)
+    num_subsets: int | None = bounded(lo=1)
+    pac_samples: int | None = bounded(lo=1)
+    pac_iters: int | None = bounded(lo=1)
+
+    def measure_config(self) -> MeasureConfig:
+        return MeasureConfig(lanczos_iters=self.lanczos_iters, trace_matvecs=self.trace_matvecs,
+                             frobenius_samples=self.trace_matvecs, n_prime=self.n_prime, num_subsets=self.num_subsets,
+                             pac_samples=self.pac_samples, pac_iters=self.pac_iters)
+
+
 @notebook("study_population")
 @dataclasses.dataclass
-class PopulationParams(Params):
+class PopulationParams(MeasureParams):
     """The factor grid (on ``grid_dataset``), the measures' sample sizes and the analysis settings."""
 
     grid_dataset: str | None = None
@@ -58,14 +76,7 @@ class PopulationParams(Params):
     seeds: list[int] | None = bounded(lo=0)
     adam_lr: float | None = bounded(lo=0.0)       # 0: no Adam arm
     include_stored: bool | None = None           # add every other stored run of the profile
-    n_measure: int | None = bounded(lo=8)         # training (and test) points the measures use
     precision: str | None = choices("float32", "float64")
-    lanczos_iters: int | None = bounded(lo=2)
-    trace_matvecs: int | None = bounded(lo=3)
-    n_prime: int | None = bounded(lo=2)
-    num_subsets: int | None = bounded(lo=1)
-    pac_samples: int | None = bounded(lo=1)
-    pac_iters: int | None = bounded(lo=1)
     bootstrap: int | None = bounded(lo=10)
     min_groups: int | None = bounded(lo=1)        # an intervention needs this many groups to be reported
 
@@ -85,30 +96,18 @@ class PopulationParams(Params):
                       min_groups=3),
     }
 
-    def measure_config(self) -> MeasureConfig:
-        return MeasureConfig(lanczos_iters=self.lanczos_iters, trace_matvecs=self.trace_matvecs,
-                             frobenius_samples=self.trace_matvecs, n_prime=self.n_prime, num_subsets=self.num_subsets,
-                             pac_samples=self.pac_samples, pac_iters=self.pac_iters)
-
     def plan(self) -> list[TrainConfig]:
         return grid_configs(self)
 
 
 @notebook("study_invariance")
 @dataclasses.dataclass
-class InvarianceParams(Params):
+class InvarianceParams(MeasureParams):
     """Which reparameterisations (α values) to apply, to which two models, and the tolerance."""
 
     alphas: list[float] | None = bounded(lo=0.0)
     tolerance: float | None = bounded(lo=0.0)     # relative change below which a measure counts as invariant
     epochs: int | None = bounded(lo=1)
-    n_measure: int | None = bounded(lo=8)
-    lanczos_iters: int | None = bounded(lo=2)
-    trace_matvecs: int | None = bounded(lo=3)
-    n_prime: int | None = bounded(lo=2)
-    num_subsets: int | None = bounded(lo=1)
-    pac_samples: int | None = bounded(lo=1)
-    pac_iters: int | None = bounded(lo=1)
 
     PRESETS = {
         "smoke": dict(alphas=[4.0], tolerance=1e-6, epochs=2, n_measure=128, lanczos_iters=5, trace_matvecs=6,
@@ -118,11 +117,6 @@ class InvarianceParams(Params):
         "paper": dict(alphas=[0.1, 0.5, 3.0, 10.0], tolerance=1e-4, epochs=60, n_measure=2000, lanczos_iters=50,
                       trace_matvecs=99, n_prime=100, num_subsets=20, pac_samples=32, pac_iters=12),
     }
-
-    def measure_config(self) -> MeasureConfig:
-        return MeasureConfig(lanczos_iters=self.lanczos_iters, trace_matvecs=self.trace_matvecs,
-                             frobenius_samples=self.trace_matvecs, n_prime=self.n_prime, num_subsets=self.num_subsets,
-                             pac_samples=self.pac_samples, pac_iters=self.pac_iters)
 
     def plan(self) -> list[TrainConfig]:
         return list(invariance_configs(self).values())
