@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from benchmarks.common import result, timeit, write_results
+from benchmarks.common import device_slug, result, timeit, write_results
 from flatlib.curvature import HessianOperator, hutchinson_trace, lanczos, slq
 from flatlib.models import build_model
 
@@ -59,17 +59,26 @@ def main() -> None:
     flat = H["double-backward"]
     # PyHessian switches its model to eval mode and writes .grad: give it its own copy
     ph = PyHessian(copy.deepcopy(model), criterion, dataloader=data, cuda=device.type == "cuda")
-    rows, info = [], {"images": images, "num_params": flat.dim, "slq_steps": slq_steps,
+    rows: list[dict] = []
+    info = {"images": images, "num_params": flat.dim, "slq_steps": slq_steps,
                       "ratio": "time(flatlib) / time(pyhessian); < 1 means flatlib is faster"}
+
+    def emit(*new: dict) -> None:
+        """Print the new rows and rewrite the result file, so an interrupted run keeps what it measured."""
+        for row in new:
+            ratio = "" if row["ratio"] is None else f"  ratio {row['ratio']:.2f}"
+            print(f"{row['metric']:>15}  {row['name']:<32} {row['value']:9.3f} {row['unit']}{ratio}", flush=True)
+        rows.extend(new)
+        write_results("curvature", device, rows, extra=info)
 
     # one HVP
     v = torch.randn(flat.dim, device=device)
     v_ph = [t.reshape_as(p) for t, p in zip(v.split([p.numel() for p in ph.params]), ph.params)]
     t_ph = timeit(lambda: ph.dataloader_hv_product(v_ph), device, repeats=hvp_repeats)
-    rows.append(result("pyhessian", "hvp", t_ph, "s"))
+    emit(result("pyhessian", "hvp", t_ph, "s"))
     for method, op in H.items():
-        rows.append(result(f"flatlib ({method})", "hvp", timeit(lambda: op @ v, device, repeats=hvp_repeats),
-                           "s", "pyhessian", t_ph))
+        emit(result(f"flatlib ({method})", "hvp", timeit(lambda: op @ v, device, repeats=hvp_repeats),
+                    "s", "pyhessian", t_ph))
 
     # top eigenvalue to 1e-3 relative
     reference = lanczos(flat, tol=1e-6, num_iters=max_eig_iters).eigenvalues[0].item()
@@ -77,14 +86,14 @@ def main() -> None:
     t_ours = timeit(lambda: out.update(ours=lanczos(flat, tol=1e-3)), device, repeats=1, warmup=0)
     t_ph = timeit(lambda: out.update(ph=ph.eigenvalues(maxIter=max_eig_iters, tol=1e-3)), device, repeats=1, warmup=0)
     ours, (ph_values, _) = out["ours"], out["ph"]
-    rows += [result("pyhessian", "top_eigenvalue", t_ph, "s"),
-             result("flatlib", "top_eigenvalue", t_ours, "s", "pyhessian", t_ph)]
     info["top_eigenvalue"] = {
         "reference": reference,
         "flatlib": {"value": ours.eigenvalues[0].item(), "hvps": ours.num_matvecs,
                     "rel_error": abs(ours.eigenvalues[0].item() - reference) / abs(reference)},
         "pyhessian": {"value": ph_values[0], "rel_error": abs(ph_values[0] - reference) / abs(reference)},
     }
+    emit(result("pyhessian", "top_eigenvalue", t_ph, "s"),
+         result("flatlib", "top_eigenvalue", t_ours, "s", "pyhessian", t_ph))
 
     # trace to 1% relative standard error
     t_ours = timeit(lambda: out.update(tr=hutchinson_trace(flat, num_samples=max_trace, rel_stderr=0.01)),
@@ -92,27 +101,23 @@ def main() -> None:
     n = out["tr"].n
     t_ph = timeit(lambda: out.update(ph_tr=ph.trace(maxIter=n, tol=-math.inf)), device, repeats=1, warmup=0)
     ph_tr = torch.tensor(out["ph_tr"], dtype=torch.float64)
-    rows += [result("pyhessian", "trace", t_ph, "s"), result("flatlib", "trace", t_ours, "s", "pyhessian", t_ph)]
     info["trace"] = {
         "samples": n,
         "flatlib": {"value": out["tr"].value, "rel_stderr": out["tr"].stderr / abs(out["tr"].value)},
         "pyhessian": {"value": ph_tr.mean().item(),
                       "rel_stderr": (ph_tr.std() / math.sqrt(n) / ph_tr.mean().abs()).item()},
     }
+    emit(result("pyhessian", "trace", t_ph, "s"), result("flatlib", "trace", t_ours, "s", "pyhessian", t_ph))
 
     # SLQ density, one vector
     t_ours = timeit(lambda: slq(flat, num_vectors=1, num_iters=slq_steps), device, repeats=1, warmup=0)
     try:
         t_ph = timeit(lambda: ph.density(iter=slq_steps, n_v=1), device, repeats=1, warmup=0)
-        rows += [result("pyhessian", "slq", t_ph, "s"), result("flatlib", "slq", t_ours, "s", "pyhessian", t_ph)]
+        emit(result("pyhessian", "slq", t_ph, "s"), result("flatlib", "slq", t_ours, "s", "pyhessian", t_ph))
     except RuntimeError as err:  # PyHessian's density calls torch.eig, removed from torch since 1.9
         info["slq"] = {"pyhessian": f"not available: {str(err).splitlines()[0]}"}
-        rows.append(result("flatlib", "slq", t_ours, "s"))
-
-    for row in rows:
-        ratio = "" if row["ratio"] is None else f"  ratio {row['ratio']:.2f}"
-        print(f"{row['metric']:>15}  {row['name']:<32} {row['value']:9.3f} {row['unit']}{ratio}")
-    print(f"wrote {write_results('curvature', device, rows, extra=info)}")
+        emit(result("flatlib", "slq", t_ours, "s"))
+    print("wrote benchmarks/results/" + f"curvature-{device_slug(device)}.json")
 
 
 if __name__ == "__main__":

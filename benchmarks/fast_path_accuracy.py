@@ -3,8 +3,8 @@
 The engine's speed settings (bf16 autocast, channels_last, ``torch.compile``) are excluded from
 the config hash because they should not change what a run computes beyond rounding. This
 checks it where it matters: the same short training run with ``float32`` (fp32, NCHW, eager),
-``fast`` (the defaults: bf16 autocast + channels_last) and ``fast-compile`` (plus
-``torch.compile``), each over several seeds. The fast path *matches* when the difference of
+``fast`` (bf16 autocast + channels_last), ``fast-compile`` (plus ``torch.compile``) and
+``fast-cudagraphs`` (``compile="reduce-overhead"``: CUDA graphs), each over several seeds. The fast path *matches* when the difference of
 mean test errors is within two standard errors of that difference,
 ``|Δ| ≤ 2 sqrt(s_a²/n + s_b²/n)`` with ``s`` the seed standard deviations (reported as the row
 ``z`` = |Δ| / sqrt(s_a²/n + s_b²/n)).
@@ -32,6 +32,7 @@ ARMS = {
     "float32": dict(amp=False, channels_last=False, compile=False),
     "fast": dict(amp=True, channels_last=True, compile=False),
     "fast-compile": dict(amp=True, channels_last=True, compile=True),
+    "fast-cudagraphs": dict(amp=True, channels_last=True, compile="reduce-overhead"),
 }
 
 

@@ -5,7 +5,8 @@ side by side in one process. Candidates per model:
   plain        StandardRule, fp32 (baseline);
   plain-bf16   StandardRule under bf16 autocast (CUDA only: the engine's default precision);
   fisher       FisherRule defaults (α=1e-4, M=8, β=10); BN models get the official full-batch pass;
-  fisher-ghost FisherRule(reuse_mean_grad=True): (1/M)Σg_i reused as ∇L(B, w), 2 passes.
+  fisher-ghost FisherRule(reuse_mean_grad=True): (1/M)Σg_i reused as ∇L(B, w), 2 passes;
+  fisher-loop  FisherRule(batched=False): a Python loop over the M sub-batches instead of vmap.
 Paper: 285.6 ms vs 185.7 ms (1.54×) for WRN-18 on 2×2080Ti; goal ≤ 1.5× on GPU.
 
     python -m benchmarks.fisher_reg [--quick] [--device cuda]
@@ -43,6 +44,7 @@ def main() -> None:
         "plain": (StandardRule(), False),
         "fisher": (FisherRule(), False),
         "fisher-ghost": (FisherRule(reuse_mean_grad=True), False),
+        "fisher-loop": (FisherRule(batched=False), False),
     }
     if device.type == "cuda":
         candidates["plain-bf16"] = (StandardRule(), True)

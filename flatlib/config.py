@@ -16,6 +16,10 @@ import flatlib
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "plateau", "linear_decay")
+# compile: "auto" = CUDA graphs ("reduce-overhead") on one CUDA device for the rules that support
+# them (StandardRule, SAM: measured in benchmarks/update_rules.py), eager otherwise and on the CPU;
+# True = torch.compile's default mode; False = eager; or any torch.compile mode by name
+COMPILE_MODES = ("auto", False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # fields that change how fast a run goes, never what it computes
 _NOT_HASHED = {"device", "compile", "progress", "snapshot_epochs", "amp", "channels_last"}
 
@@ -59,7 +63,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True                    # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True          # on CUDA
-    compile: bool = False
+    compile: bool | str = "auto"        # see COMPILE_MODES
     progress: bool = True
     snapshot_epochs: tuple[int, ...] = ()
 
@@ -130,6 +134,7 @@ def _validate(c: TrainConfig) -> None:
     choice("optimizer", c.optimizer, OPTIMIZERS)
     choice("schedule", c.schedule, SCHEDULES)
     choice("device", c.device.split(":")[0], ("auto", "cpu", "cuda"))
+    choice("compile", c.compile, COMPILE_MODES)
     for name in ("batch_size", "epochs", "lr"):
         positive(name, getattr(c, name))
     for name in ("weight_decay", "momentum", "cutout", "confusion", "label_smoothing", "seed"):

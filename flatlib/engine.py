@@ -181,6 +181,20 @@ def load_model(cfg: TrainConfig, store: Store, epoch: int | None = None, device:
     return model.to(device).eval()
 
 
+def compile_mode(cfg: TrainConfig, rule, cuda: bool, world: int) -> str | None:
+    """The ``torch.compile`` mode of the run's step model, None for eager.
+
+    ``"auto"`` picks CUDA graphs (``"reduce-overhead"``, the fastest setting measured in
+    ``benchmarks/train_throughput.py``) on a single CUDA device for rules that declare
+    ``cuda_graphs``; everything else (CPU, DDP, PoF, the Fisher regularizer) runs eager.
+    """
+    if cfg.compile == "auto":
+        return "reduce-overhead" if cuda and world == 1 and rule.cuda_graphs else None
+    if cfg.compile is False:
+        return None
+    return "default" if cfg.compile is True else cfg.compile
+
+
 def _save(path, payload: dict) -> None:
     if dist_info()[0] != 0:
         return
@@ -214,17 +228,21 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
     if cuda:
         # every step has the same input shape (the last batch aside): let cuDNN pick the fastest kernels
         torch.backends.cudnn.benchmark = True
-    if cuda and cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
     rule = build_rule(cfg.rule, **{k: v for k, v in cfg.rule_kwargs.items() if k not in _ENGINE_RULE_KEYS})
+    channels_last = cuda and cfg.channels_last and rule.channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, rule.trainable(model), fused=cuda)
     plateau = Plateau(cfg.lr) if cfg.schedule == "plateau" else None
     averaged = torch.optim.swa_utils.AveragedModel(model) if cfg.averaging_start else None
     autocast = (functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
                 if cuda and cfg.amp else contextlib.nullcontext)
-    # static shapes: the shorter last batch gets its own graph instead of a dynamic-shape recompile
-    step_model = torch.compile(model, dynamic=False) if cfg.compile else model
     rank, world = dist_info()
+    mode = compile_mode(cfg, rule, cuda, world)
+    # static shapes: the shorter last batch gets its own graph instead of a dynamic-shape recompile
+    step_model = torch.compile(model, dynamic=False, mode=mode) if mode else model
+    # CUDA graphs replay into the same output buffers: mark where each step begins
+    cudagraphs = cuda and mode in ("reduce-overhead", "max-autotune")
     if world > 1:
         # DDP: every rank draws the same global batch (same seed) and trains on its contiguous
         # shard; gradients are averaged across ranks, so the step equals the single-process one.
@@ -271,10 +289,12 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(train_batches):
-            if cuda and cfg.channels_last and x.dim() == 4:
+            if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             ctx.step = step
             x, y = shard((x, y))
+            if cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()
             loss = rule.step(ctx, x, y)
             loss_sum += loss.double()
             step += 1

@@ -50,6 +50,11 @@ class UpdateRule:
     """Base class: ``step`` updates the model on (x, y) and returns the detached loss at the pre-step weights."""
 
     name = "base"
+    # True when the step may run a model compiled with CUDA graphs (compile="auto" then uses them):
+    # one model call per forward, no torch.func transforms, no host reads of graph outputs mid-step
+    cuda_graphs = False
+    # False when the step cannot run a channels_last model on CUDA (the engine then keeps NCHW)
+    channels_last = True
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -69,6 +74,7 @@ class StandardRule(UpdateRule):
     """One forward/backward pass and an optimizer step: plain SGD, Adam, AdamW."""
 
     name = "standard"
+    cuda_graphs = True
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         ctx.optimizer.zero_grad(set_to_none=True)

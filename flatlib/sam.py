@@ -50,6 +50,8 @@ class SAMRule(UpdateRule):
         eta: ASAM's η.
     """
 
+    cuda_graphs = True  # two model calls per step; each gets its own CUDA graph (BN frozen in the second)
+
     def __init__(self, rho: float = 0.05, adaptive: bool = False, eta: float = 0.01) -> None:
         if rho < 0:
             raise ValueError(f"rho must be >= 0, got {rho}")

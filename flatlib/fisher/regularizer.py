@@ -25,6 +25,9 @@ sub-batches of their per-sub-batch updates. BN inside vmap: every sub-batch gets
 copy of the buffers, so running-stat updates are batched like the activations; the copies of the
 perturbed pass are discarded (the perturbed weights are not the model).
 
+Layout: the sub-batch passes run on contiguous copies of the weights and inputs (vmap cannot
+clone channels_last tensors on CUDA); the update is copied back in each parameter's own layout.
+
 Precision: α g_i is ~1e-4 of the weights, below bf16 resolution, so the sub-batch passes run in
 the parameters' dtype with autocast disabled (TF32 convolutions, if enabled, also blur it).
 
@@ -85,7 +88,7 @@ class _SubBatchLoss:
 
     def __init__(self, model: nn.Module, criterion: Criterion, names: list[str]):
         self.model, self.criterion = model, criterion
-        self.frozen = {n: p.detach() for n, p in model.named_parameters() if n not in set(names)}
+        self.frozen = {n: p.detach().contiguous() for n, p in model.named_parameters() if n not in set(names)}
 
     def __call__(self, params: Tree, buffers: Tree, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.criterion(functional_call(self.model, {**params, **self.frozen, **buffers}, (x,)), y)
@@ -102,8 +105,8 @@ def fisher_regularizer(model: nn.Module, criterion: Criterion, x: torch.Tensor, 
     """R_α(w) (FIM Eq. 7) on the batch (x, y), without side effects (BN updates go to copies)."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     loss = _SubBatchLoss(model, criterion, names)
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    xs, ys = _split(x, num_subbatches), _split(y, num_subbatches)
+    params = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    xs, ys = _split(x.contiguous(), num_subbatches), _split(y, num_subbatches)
     g, l1 = map_subbatches(grad_and_value(loss), (None, 0, 0, 0), params,
                            _stacked_buffers(model, num_subbatches), xs, ys, batched=batched)
     pert = {n: params[n] - alpha * g[n] for n in names}
@@ -115,12 +118,17 @@ def fisher_regularizer(model: nn.Module, criterion: Criterion, x: torch.Tensor, 
 class FisherRule(UpdateRule):
     """FIM Algorithm 1: step on ∇[L(B, w) + β R_α(w)] (ICLR draft: clipped to global norm ``clip_tau``).
 
-    ``start_epoch``: plain steps (identical to ``StandardRule``) before it; the paper switches the
+    A batch whose size is not a multiple of M (the epoch's short last batch) loses its remainder
+    of fewer than M examples for that step. ``start_epoch``: plain steps (identical to ``StandardRule``) before it; the paper switches the
     regularizer on after the first lr drop (official code: epoch 60). ``batched=False`` replaces the
     vmaps by loops over sub-batches (reference implementation; fallback for models vmap cannot run).
     ``reuse_mean_grad``: None = reuse (1/M)Σg_i as ∇L(B, w) iff the model has no train-mode BatchNorm
     (where it is exact); see the module docstring. Per-step log: ``fisher_reg`` = R_α(w).
     """
+
+    # vmap's batched backward cannot clone channels_last activations on CUDA ("NYI: Tensor.clone(memory_format)
+    # inside vmap", seen on an H100 with torch 2.11): the engine keeps this rule's model in NCHW
+    channels_last = False
 
     def __init__(self, alpha: float = 1e-4, beta: float = 10.0, num_subbatches: int = 8, start_epoch: int = 0,
                  clip_tau: float | None = None, first_order: bool = True, batched: bool = True,
@@ -145,14 +153,18 @@ class FisherRule(UpdateRule):
             self._finish(ctx)
             return loss.detach()
 
+        keep = len(x) - len(x) % self.num_subbatches  # a short last batch drops its < M remainder examples
+        if keep == 0:
+            raise ValueError(f"batch of {len(x)} is smaller than num_subbatches={self.num_subbatches}")
+        x, y = x[:keep], y[:keep]
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         names = [n for n, _ in named]
-        params = {n: p.detach() for n, p in named}
+        params = {n: p.detach().contiguous() for n, p in named}
         bn = _train_bn_modules(model)
         reuse = not bn if self.reuse_mean_grad is None else self.reuse_mean_grad
         m, a = self.num_subbatches, self.alpha
         sub_loss = _SubBatchLoss(model, ctx.criterion, names)
-        xs, ys = _split(x, m), _split(y, m)
+        xs, ys = _split(x.contiguous(), m), _split(y, m)
         bufs, bufs_pert = _stacked_buffers(model, m), _stacked_buffers(model, m)
 
         with torch.autocast(x.device.type, enabled=False):
@@ -189,7 +201,8 @@ class FisherRule(UpdateRule):
         else:
             loss.backward()
         for n, p in named:
-            p.grad = update[n] if p.grad is None else p.grad + update[n]
+            u = update[n] if update[n].stride() == p.stride() else torch.empty_like(p).copy_(update[n])
+            p.grad = u if p.grad is None else p.grad + u
         self._finish(ctx)
         return loss.detach()
 
