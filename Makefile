@@ -43,8 +43,9 @@ book: $(STAMP) $(MATHJAX)
 unit: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile tests --ignore=tests/book
 
+# two notebook kernels at a time, one thread each: 2 CI cores, no oversubscription
 nbval: $(STAMP)
-	FLATLIB_PROFILE=smoke $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks
+	FLATLIB_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks
 
 book-check: book $(CHROMIUM)
 	$(PY) -m pytest tests/book -q

@@ -82,16 +82,31 @@ def _pending(profile: str, only: str | None) -> list[TrainConfig]:
     return [c for c in seen.values() if _state(store, c) != "done"]
 
 
-def _train_local(cfg: TrainConfig, profile: str, gpu: str | None, store: Store) -> tuple[TrainConfig, int, Path]:
+def worker_env(gpu: str | None, workers: int) -> dict[str, str]:
+    """The environment of one of ``workers`` concurrent training processes.
+
+    The CPU cores are shared out (``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = cores // workers, at
+    least 1) so that parallel workers do not oversubscribe the machine; a value the user already
+    exported wins. ``gpu`` pins the process to that device.
+    """
+    env = {**os.environ, "FLATLIB_QUIET": "1"}
+    threads = str(max(1, (os.cpu_count() or 1) // max(workers, 1)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, threads)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def _train_local(cfg: TrainConfig, profile: str, gpu: str | None, store: Store,
+                 workers: int = 1) -> tuple[TrainConfig, int, Path]:
     """Train one config in a ``flatlib train`` subprocess; returns its exit code and log path."""
     queue = store.dir / "queue" / f"{cfg.key()}.json"
     log = store.dir / "logs" / f"{cfg.key()}.log"
     queue.parent.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     queue.write_text(json.dumps(cfg.to_dict()))
-    env = {**os.environ, "FLATLIB_QUIET": "1"}
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
+    env = worker_env(gpu, workers)
     with open(log, "w") as fh:
         code = subprocess.call([sys.executable, "-m", "flatlib.cli", "train", "--config", str(queue),
                                 "--profile", profile], stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -146,7 +161,7 @@ def run_all(args: argparse.Namespace) -> int:
         slots = _slots(args)
         # parents first: a child waits on its parent's lock anyway, but this keeps workers busy
         with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-            futures = [pool.submit(_train_local, c, args.profile, slots[i % len(slots)], store)
+            futures = [pool.submit(_train_local, c, args.profile, slots[i % len(slots)], store, len(slots))
                        for i, c in enumerate(pending)]
             for fut in as_completed(futures):
                 cfg, code, log = fut.result()

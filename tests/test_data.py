@@ -440,3 +440,16 @@ def test_subset_draws_distinct_samples_per_seed(tagged):
     assert torch.equal(small.y_train, tagged.y_train[idx]) and small.x_test is tagged.x_test
     assert not torch.equal(subset(tagged, 50, seed=1).x_train, small.x_train)
     assert math.isclose(small.mean[0], tagged.mean[0])
+
+
+def test_validation_holdout_partitions_the_training_split_the_same_way_every_time():
+    full = load_dataset("digits")
+    a, b = load_dataset("digits", validation=100), load_dataset("digits", validation=100)
+    assert (a.n_train, a.n_test) == (full.n_train - 100, 100)
+    assert torch.equal(a.x_test, b.x_test) and torch.equal(a.y_train, b.y_train)  # one fixed draw
+    rows = lambda x: {tuple(r.tolist()) for r in x.flatten(1)}
+    assert rows(a.x_train) | rows(a.x_test) <= rows(full.x_train)  # training images only
+    assert not rows(a.x_test) & rows(full.x_test)                  # the test set is not used
+    assert len(torch.cat([a.x_train, a.x_test])) == full.n_train and (a.mean, a.std) == (full.mean, full.std)
+    with pytest.raises(ValueError, match="validation hold-out"):
+        load_dataset("digits", validation=full.n_train)

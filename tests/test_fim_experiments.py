@@ -117,7 +117,9 @@ def test_t1_table_puts_paper_numbers_in_paper_columns_only():
     (fim.ConfusionParams, "smoke", 4), (fim.ConfusionParams, "default", 18), (fim.ConfusionParams, "paper", 30),
     (fim.AugmentationParams, "default", 12), (fim.AugmentationParams, "paper", 20),
     (fim.BatchSizeParams, "default", 12), (fim.BatchSizeParams, "paper", 20),
-    (fim.RegularizerParams, "smoke", 4), (fim.RegularizerParams, "default", 12), (fim.RegularizerParams, "paper", 70),
+    # smoke: 2 β-search runs + 2 plain arms; paper: 7 pairs × 9 β + 35 plain arms (the regularized arms join
+    # the plan once the search is stored: test_beta_search_chooses_the_lowest_validation_error)
+    (fim.RegularizerParams, "smoke", 4), (fim.RegularizerParams, "default", 12), (fim.RegularizerParams, "paper", 98),
     (fim.ImageNetParams, "paper", 0),
 ])
 def test_plan_sizes(cls, profile, n):
@@ -151,6 +153,33 @@ def test_paper_regularizer_configs():
                                        "start_epoch": recipe["milestones"][0]}  # on after the first lr drop
         else:
             assert cfg.rule == "standard"
+
+
+def test_paper_beta_search_is_the_papers():
+    p = fim.RegularizerParams.resolve(profile="paper")
+    search = fim.beta_search_configs(p)
+    assert {b for _, b, _ in search} == {1, 5, 10, 20, 30, 40, 50, 75, 100}  # FIM Sec. 7.2.1
+    assert all(c.dataset_kwargs == {"validation": 5000} and c.rule == "fisher" and c.rule_kwargs["beta"] == b
+               for _, b, c in search)  # CIFAR's 45k/5k split
+
+
+def test_beta_search_chooses_the_lowest_validation_error(results_root):
+    from flatlib.store import Store
+
+    p = fim.RegularizerParams.resolve(profile="smoke")
+    store = Store("smoke")
+    assert fim.beta_search(p, store, train=False) is None  # nothing stored yet
+    frame = fim.beta_search(p, store)
+    assert list(frame["beta"]) == [1.0, 10.0] and frame["chosen"].sum() == 1
+    best = frame.loc[frame["chosen"]].iloc[0]
+    assert best["validation_error"] == frame["validation_error"].min()
+    assert fim.chosen_betas(fim.beta_search(p, store, train=False)) == {"digits:cnn6": best["beta"]}
+    # the search runs evaluate on held-out training images, never on the test set
+    ds_keys = {c.dataset_kwargs.get("validation") for *_, c in fim.beta_search_configs(p)}
+    assert ds_keys == {64}
+    plan = p.plan()  # the search is stored: the regularized arms now use the chosen β
+    regs = [c for c in plan if c.rule == "fisher" and "validation" not in c.dataset_kwargs]
+    assert len(plan) == 6 and {c.rule_kwargs["beta"] for c in regs} == {best["beta"]}
 
 
 def test_regularizer_rejects_unsplittable_batches():

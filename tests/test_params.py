@@ -57,3 +57,26 @@ def test_cli_bad_input_exits_2_with_one_line(args, match):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and match in lines[0], r.stderr
+
+
+def test_every_notebook_parameters_cell_lists_exactly_its_parameters():
+    """A reader reruns a notebook with any knob of its ``parameters`` cell: every Params field is there, nothing else."""
+    import ast
+    import dataclasses
+    from pathlib import Path
+
+    import nbformat
+
+    import flatlib.experiments  # noqa: F401  (registers every notebook's Params)
+    from flatlib.params import NOTEBOOKS
+
+    folder = Path(__file__).resolve().parent.parent / "notebooks"
+    assert sorted(p.stem for p in folder.glob("*.ipynb")) == sorted(NOTEBOOKS)
+    for name, cls in NOTEBOOKS.items():
+        cells = [c for c in nbformat.read(folder / f"{name}.ipynb", as_version=4).cells
+                 if "parameters" in c.metadata.get("tags", [])]
+        assert len(cells) == 1, f"{name}: one parameters cell"
+        names = {t.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign)
+                 for t in node.targets if isinstance(t, ast.Name)}
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        assert names == fields, f"{name}: missing {sorted(fields - names)}, extra {sorted(names - fields)}"

@@ -79,3 +79,17 @@ def test_failed_run_is_reported_and_others_continue(results_root, monkeypatch, c
     assert set(_entries(results_root)) == {good.key()}
     log = next(line for line in text.splitlines() if "FAILED" in line).rsplit("(log: ", 1)[1].rstrip(")")
     assert "diverged: non-finite loss" in Path(log).read_text()
+
+
+def test_parallel_workers_share_the_cpu_cores(monkeypatch):
+    from flatlib.scheduler import worker_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    env = worker_env("3", workers=4)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "4" and env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert worker_env(None, workers=32)["OMP_NUM_THREADS"] == "1" and "CUDA_VISIBLE_DEVICES" not in worker_env(None, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's own setting wins
+    assert worker_env(None, workers=4)["OMP_NUM_THREADS"] == "7"

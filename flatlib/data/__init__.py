@@ -6,12 +6,12 @@ from .embedded import EMBEDDED
 from .paper import PAPER_DATASETS, MissingDataError
 from .registry import DATASETS, load_dataset
 # Training-set surgery: random subsets and FIM Scenario I confusion sets.
-from .confusion import confusion_dataset, subset
+from .confusion import confusion_dataset, holdout, subset
 # Mini-batches on the device, with the FIM Scenario II augmentations.
 from .augment import AUGMENTATIONS, augment_batch
 from .loader import BatchLoader
 
 __all__ = [
     "ArrayDataset", "load_dataset", "DATASETS", "EMBEDDED", "PAPER_DATASETS", "MissingDataError",
-    "BatchLoader", "augment_batch", "AUGMENTATIONS", "confusion_dataset", "subset",
+    "BatchLoader", "augment_batch", "AUGMENTATIONS", "confusion_dataset", "holdout", "subset",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .confusion import holdout
 from .dataset import ArrayDataset
 from .embedded import EMBEDDED
 from .paper import PAPER_DATASETS, data_root
@@ -11,17 +12,20 @@ DATASETS = {**EMBEDDED, **PAPER_DATASETS}
 
 
 def load_dataset(name: str, *, root: str | Path | None = None, download: bool = False, seed: int = 0,
-                 **kwargs) -> ArrayDataset:
+                 validation: int = 0, **kwargs) -> ArrayDataset:
     """Load dataset ``name`` as an `ArrayDataset` (on the CPU).
 
     Embedded datasets (``EMBEDDED``) need no files; ``seed`` selects the generated instance or the
     split, and ``root``/``download`` are ignored. Paper datasets (``PAPER_DATASETS``) are read from
     ``root`` (else ``$FLATLIB_DATA``, else ``~/.cache/flatlib/data``) with their official splits;
     they raise `MissingDataError` when absent. ``kwargs`` go to the dataset's loader
-    (e.g. ``n_train`` for ``toy``, ``extra`` for ``svhn``).
+    (e.g. ``n_train`` for ``toy``, ``extra`` for ``svhn``). ``validation`` > 0 holds that many
+    training images out as the evaluation split in place of the test set (`holdout`).
     """
     if name in EMBEDDED:
-        return EMBEDDED[name](seed=seed, **kwargs)
-    if name in PAPER_DATASETS:
-        return PAPER_DATASETS[name](data_root(root), download=download, **kwargs)
-    raise ValueError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
+        ds = EMBEDDED[name](seed=seed, **kwargs)
+    elif name in PAPER_DATASETS:
+        ds = PAPER_DATASETS[name](data_root(root), download=download, **kwargs)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
+    return holdout(ds, validation) if validation else ds

@@ -80,6 +80,7 @@ class WeightDecayParams(CurvatureParams):
     """A weight-decay sweep (FF Sec. 4): SGD, momentum 0.9, Eq. 14 linear decay, wd 0 / 1e-4 / 5e-4."""
 
     dataset: str | None = None
+    validation: int | None = bounded(lo=0)        # training images held out as the evaluation set; 0: test set
     n_train: int | None = bounded(lo=1)           # random training subset per seed; None: whole split
     model: str | None = None
     model_kwargs: dict[str, Any] | None = None
@@ -102,7 +103,8 @@ class WeightDecayParams(CurvatureParams):
 
 def weight_decay_configs(p: WeightDecayParams) -> list[TrainConfig]:
     """One SGD run per (weight decay, seed), FF Eq. 14 schedule (r = 0.01)."""
-    return [TrainConfig(dataset=p.dataset, model=p.model, model_kwargs=dict(p.model_kwargs or {}), n_train=p.n_train,
+    held = {"validation": p.validation} if p.validation else {}
+    return [TrainConfig(dataset=p.dataset, dataset_kwargs=held, model=p.model, model_kwargs=dict(p.model_kwargs or {}), n_train=p.n_train,
                         augment=p.augment, batch_size=p.batch_size, epochs=p.epochs, optimizer="sgd", lr=p.lr,
                         momentum=0.9, weight_decay=wd, schedule="linear_decay", final_lr_ratio=0.01, seed=seed)
             for wd in p.weight_decays for seed in p.seeds]
@@ -122,7 +124,8 @@ _PAPER = dict(seeds=[0], batch_size=128, hessian_samples=None, hessian_batch_siz
               lanczos_tol=1e-4, slq_vectors=1, slq_iters=100, trace_samples=100, dtype="float32",
               weight_decays=[0.0, 1e-4, 5e-4])
 _CIFAR = dict(augment="4-crop-f", n_train=None)
-_MNIST = dict(dataset="mnist", n_train=45000, augment="no-aug")  # FF: 45k of the 60k training images
+# FF: 45k training images, accuracy on a 5k validation split (held out of MNIST's 60k training images)
+_MNIST = dict(dataset="mnist", n_train=45000, validation=5000, augment="no-aug")
 
 
 @notebook("ff_softmax")

@@ -386,8 +386,10 @@ class RegularizerParams(Params):
 
     ``recipe="paper"`` takes each model's original recipe (``PAPER_RECIPES``); ``"scaled"`` uses
     the fields below for every model. The regularizer starts at the first lr drop (paper).
-    β: the paper picks it per pair from {1,5,10,...,100} on a 45k/5k split; flatlib's datasets have
-    no validation split yet, so β is fixed (10, the official code's value) at every profile.
+    β: the paper picks it per pair from {1,5,10,20,30,40,50,75,100} on a 45k/5k split. With a
+    non-empty ``beta_grid`` each pair's regularized arm (seed ``seeds[0]``) is trained once per β on
+    the training set minus ``validation`` held-out images and the β with the lowest validation error
+    is used (ties: the first in the grid); with an empty grid β is ``beta`` (the official code's 10).
     """
 
     pairs: list[str] | None = None                    # "dataset:model"
@@ -403,6 +405,8 @@ class RegularizerParams(Params):
     seeds: list[int] | None = bounded(lo=0)
     alpha: float | None = bounded(lo=0.0)
     beta: float | None = bounded(lo=0.0)
+    beta_grid: list[float] | None = bounded(lo=0.0)
+    validation: int | None = bounded(lo=1)
     num_subbatches: int | None = bounded(lo=1)
     n_prime: int | None = bounded(lo=2)
     num_subsets: int | None = bounded(lo=1)
@@ -412,19 +416,19 @@ class RegularizerParams(Params):
     PRESETS = {
         "smoke": dict(pairs=["digits:cnn6"], model_kwargs={"cnn6": {"width": 0.125}}, recipe="scaled", n_train=256,
                       augment="no-aug", batch_size=32, epochs=2, lr=0.05, milestones=[1], weight_decay=5e-4,
-                      seeds=[0, 1], alpha=1e-4, beta=10.0, num_subbatches=8, n_prime=10, num_subsets=2,
-                      logit_norm=25.0, sampling="sequential"),
+                      seeds=[0, 1], alpha=1e-4, beta=10.0, beta_grid=[1.0, 10.0], validation=64, num_subbatches=8,
+                      n_prime=10, num_subsets=2, logit_norm=25.0, sampling="sequential"),
         "default": dict(pairs=["digits:cnn6", "digits:resnet20"],
                         model_kwargs={"cnn6": {"width": 0.25}, "resnet20": {"width": 0.5}}, recipe="scaled",
                         n_train=1024, augment="1-crop-f", batch_size=64, epochs=30, lr=0.05, milestones=[15, 23],
-                        weight_decay=5e-4, seeds=[0, 1, 2], alpha=1e-4, beta=10.0, num_subbatches=8,
-                        n_prime=50, num_subsets=20, logit_norm=25.0, sampling="sequential"),
+                        weight_decay=5e-4, seeds=[0, 1, 2], alpha=1e-4, beta=10.0, beta_grid=[], validation=256,
+                        num_subbatches=8, n_prime=50, num_subsets=20, logit_norm=25.0, sampling="sequential"),
         "paper": dict(pairs=["cifar10:cnn6", "cifar10:wrn28_2", "cifar10:densenet_bc", "cifar10:resnet20",
                              "cifar100:cnn6", "cifar100:wrn28_2", "cifar100:densenet_bc"],
                       model_kwargs={}, recipe="paper", n_train=None, augment="4-crop-f", batch_size=128, epochs=200,
                       lr=0.1, milestones=[100, 150], weight_decay=1e-4, seeds=[0, 1, 2, 3, 4], alpha=1e-4,
-                      beta=10.0, num_subbatches=8, n_prime=100, num_subsets=100, logit_norm=25.0,
-                      sampling="sequential"),
+                      beta=10.0, beta_grid=[1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0], validation=5000,
+                      num_subbatches=8, n_prime=100, num_subsets=100, logit_norm=25.0, sampling="sequential"),
     }
 
     def __post_init__(self) -> None:
@@ -436,7 +440,12 @@ class RegularizerParams(Params):
                                      f"{', '.join(PAPER_RECIPES)}")
 
     def plan(self) -> list[TrainConfig]:
-        return [cfg for *_, cfg in regularizer_configs(self)]
+        """The β-search runs and both arms; the regularized arm only once the search's results are stored."""
+        search = [cfg for *_, cfg in beta_search_configs(self)]
+        betas = chosen_betas(beta_search(self, Store(self.profile), train=False)) if search else {}
+        if betas is None:
+            return search + [cfg for *_, reg, cfg in regularizer_configs(self) if not reg]
+        return search + [cfg for *_, cfg in regularizer_configs(self, betas)]
 
 
 def check_subbatches(cfg: TrainConfig, n_train: int, num_subbatches: int) -> None:
@@ -447,46 +456,97 @@ def check_subbatches(cfg: TrainConfig, n_train: int, num_subbatches: int) -> Non
                              f"divisible by num_subbatches={num_subbatches}; change n_train or batch_size")
 
 
-def regularizer_configs(p: RegularizerParams) -> list[tuple[str, str, bool, TrainConfig]]:
-    """(dataset, model, regularized, config) for every pair × arm × seed.
+def _plain_config(p: RegularizerParams, pair: str) -> TrainConfig:
+    """The pair's unregularized recipe (seed 0)."""
+    dataset, model = pair.split(":")
+    if p.recipe == "paper":
+        r = PAPER_RECIPES[model]
+        recipe = dict(batch_size=r["batch_size"], epochs=r["epochs"], lr=r["lr"], milestones=tuple(r["milestones"]),
+                      lr_factor=r["lr_factor"], weight_decay=r["weight_decay"], nesterov=r["nesterov"])
+    else:
+        recipe = dict(batch_size=p.batch_size, epochs=p.epochs, lr=p.lr, milestones=tuple(p.milestones),
+                      lr_factor=0.1, weight_decay=p.weight_decay, nesterov=True)
+    plain = TrainConfig(dataset=dataset, model=model, model_kwargs=dict(p.model_kwargs.get(model, {})),
+                        n_train=p.n_train, augment=p.augment, optimizer="sgd", momentum=0.9,
+                        schedule="multistep", **recipe)
+    if p.n_train is not None:
+        check_subbatches(plain, p.n_train, p.num_subbatches)
+    return plain
 
-    The regularized arm is the plain recipe with ``rule="fisher"`` (α, β, M) switched on at the
-    first lr milestone (FIM Sec. 7.2.1; official code: epoch 60 of WRN's schedule).
-    """
+
+def _regularized(p: RegularizerParams, plain: TrainConfig, beta: float) -> TrainConfig:
+    """Algorithm 1 (α, β, M) switched on at the first lr milestone (FIM Sec. 7.2.1; official code:
+    epoch 60 of WRN's schedule)."""
+    return plain.replace(rule="fisher", rule_kwargs={"alpha": p.alpha, "beta": beta, "num_subbatches": p.num_subbatches,
+                                                     "start_epoch": min(plain.milestones)})
+
+
+def regularizer_configs(p: RegularizerParams, betas: dict[str, float] | None = None
+                        ) -> list[tuple[str, str, bool, TrainConfig]]:
+    """(dataset, model, regularized, config) for every pair × arm × seed; β per pair from ``betas``
+    (the search's choice), else ``p.beta``."""
     out = []
     for pair in p.pairs:
         dataset, model = pair.split(":")
-        if p.recipe == "paper":
-            r = PAPER_RECIPES[model]
-            recipe = dict(batch_size=r["batch_size"], epochs=r["epochs"], lr=r["lr"], milestones=tuple(r["milestones"]),
-                          lr_factor=r["lr_factor"], weight_decay=r["weight_decay"], nesterov=r["nesterov"])
-        else:
-            recipe = dict(batch_size=p.batch_size, epochs=p.epochs, lr=p.lr, milestones=tuple(p.milestones),
-                          lr_factor=0.1, weight_decay=p.weight_decay, nesterov=True)
-        plain = TrainConfig(dataset=dataset, model=model, model_kwargs=dict(p.model_kwargs.get(model, {})),
-                            n_train=p.n_train, augment=p.augment, optimizer="sgd", momentum=0.9,
-                            schedule="multistep", **recipe)
-        reg = plain.replace(rule="fisher", rule_kwargs={"alpha": p.alpha, "beta": p.beta,
-                                                        "num_subbatches": p.num_subbatches,
-                                                        "start_epoch": min(plain.milestones)})
-        if p.n_train is not None:
-            check_subbatches(plain, p.n_train, p.num_subbatches)
+        plain = _plain_config(p, pair)
+        reg = _regularized(p, plain, (betas or {}).get(pair, p.beta))
         for seed in p.seeds:
             out.append((dataset, model, False, plain.replace(seed=seed)))
             out.append((dataset, model, True, reg.replace(seed=seed)))
     return out
 
 
+def beta_search_configs(p: RegularizerParams) -> list[tuple[str, float, TrainConfig]]:
+    """(pair, β, config) of the β search: the regularized arm, seed ``seeds[0]``, on the training set
+    minus ``validation`` held-out images (``dataset_kwargs["validation"]``); empty without a grid."""
+    out = []
+    for pair in p.pairs if p.beta_grid else []:
+        plain = _plain_config(p, pair)
+        held = plain.replace(dataset_kwargs={**plain.dataset_kwargs, "validation": p.validation}, seed=p.seeds[0])
+        out += [(pair, float(beta), _regularized(p, held, float(beta))) for beta in p.beta_grid]
+    return out
+
+
+def beta_search(p: RegularizerParams, store: Store | None = None, train: bool = True) -> pd.DataFrame | None:
+    """Validation error (%) of every β-search run, with the chosen β per pair marked.
+
+    ``train=False`` only reads the store and returns None while any search run is missing.
+    An empty frame when there is no grid.
+    """
+    runs, store = beta_search_configs(p), store or Store(p.profile)
+    if train:
+        summaries = [r.summary for r in train_all([c for *_, c in runs], store, desc="FIM β search")]
+    else:
+        entries = [store.get("train", c.to_dict(hashed_only=True)) for *_, c in runs]
+        if any(e is None for e in entries):
+            return None
+        summaries = [e.data["summary"] for e in entries]
+    frame = pd.DataFrame([{"pair": pair, "beta": beta, "validation_error": s["test_error"]}
+                          for (pair, beta, _), s in zip(runs, summaries)],
+                         columns=["pair", "beta", "validation_error"])
+    best = frame.loc[frame.groupby("pair", sort=False)["validation_error"].idxmin()] if len(frame) else frame
+    frame["chosen"] = frame.index.isin(best.index)
+    return frame
+
+
+def chosen_betas(search: pd.DataFrame | None) -> dict[str, float] | None:
+    """pair → chosen β from a `beta_search` frame (None passes through: results missing)."""
+    if search is None:
+        return None
+    return {r["pair"]: r["beta"] for _, r in search[search["chosen"]].iterrows()}
+
+
 def run_regularizer(p: RegularizerParams) -> pd.DataFrame:
     """Train both arms of every pair; one row per model with test error and γ̂ (official protocol, FIM-T3)."""
     store = Store(p.profile)
-    runs = regularizer_configs(p)
+    runs = regularizer_configs(p, chosen_betas(beta_search(p, store)))
     results = train_all([c for *_, c in runs], store, desc="FIM-T1")
     rows = []
     for (dataset, model, reg, cfg), res in zip(runs, results):
         m = measure(cfg, store, n_prime=p.n_prime, num_subsets=p.num_subsets, logit_norm=p.logit_norm,
                     bn_mode="train-chunks", sampling=p.sampling, convention="official", metrics=("log_det",))
         rows.append({"dataset": dataset, "model": model, "regularizer": "with" if reg else "without", "seed": cfg.seed,
+                     "beta": cfg.rule_kwargs["beta"] if reg else None,
                      "test_error": res.summary["test_error"], "train_error": res.summary["train_error"],
                      "train_loss": res.summary["train_loss"], "log_det": m["log_det"]["value"],
                      "log_det_se": m["log_det"]["stderr"]})
@@ -547,14 +607,21 @@ def regularizer_markdown_and_record(frame: pd.DataFrame, p: RegularizerParams):
     rule = ("lower with the regularizer when the mean over seeds is lower and the difference exceeds its standard "
             "error √(s₁²/n₁ + s₂²/n₂); held if that is so for every (dataset, model) pair, partly held if for some, "
             "did not hold if for none")
+    betas = frame[frame["regularizer"] == "with"].groupby(["dataset", "model"], sort=False)["beta"].first()
+    if p.beta_grid:
+        how = (f"β chosen per pair on a {p.validation}-image hold-out from {{{', '.join(f'{b:g}' for b in p.beta_grid)}}}: "
+               + ", ".join(f"{d} {m} {b:g}" for (d, m), b in betas.items()))
+    else:
+        how = f"β = {p.beta:g} fixed"
     lines = []
     for target, tab, what in (("FIM-T1", t1_table(frame), "test error (%)"), ("FIM-T3", t3_table(frame), "γ̂")):
         verdict = count_verdict(list(tab["lower with reg."]))
         ours = "; ".join(f"{r['dataset']} {r['model']}: {r['without']} → {r['with']}" for _, r in tab.iterrows())
         record_claim(store, target, ours=f"{what} without → with ({len(p.seeds)} seeds): {ours}", verdict=verdict,
-                     rule=rule, values={"table": tab.to_dict(orient="records"), "beta": p.beta})
+                     rule=rule, values={"table": tab.to_dict(orient="records"),
+                                        "beta": {f"{d}:{m}": b for (d, m), b in betas.items()}})
         lines.append(f"- **{target}** ({what}, without → with): {ours}. **Verdict: {verdict}.**")
-    return Markdown(f"**What we found ({p.profile} profile, β = {p.beta:g} fixed, regularizer from the first lr "
+    return Markdown(f"**What we found ({p.profile} profile, {how}, regularizer from the first lr "
                     "drop).**\n\n" + "\n".join(lines))
 
 
