@@ -85,6 +85,10 @@ def singular_values(j: torch.Tensor, block: int = 2**16) -> torch.Tensor:
     return torch.linalg.svdvals(r)
 
 
+class SingularGramWarning(UserWarning):
+    """J Jᵀ of a subset is singular, so its ln det is −∞ (callers that report −∞ themselves may filter this)."""
+
+
 def log_det_from_singular_values(s: torch.Tensor, label: str = "") -> float:
     """ln|J Jᵀ| = 2 Σ ln σ_i for the N′ singular values ``s`` (descending) of J.
 
@@ -95,7 +99,8 @@ def log_det_from_singular_values(s: torch.Tensor, label: str = "") -> float:
     tol = len(s) * torch.finfo(torch.float64).eps * s[0]
     if not bool(s[0] > 0) or not bool(s[-1] > tol):
         warnings.warn(f"singular Fisher Gram matrix J Jᵀ{' on ' + label if label else ''} "
-                      f"(σmin={s[-1].item():.3e}, σmax={s[0].item():.3e}): ln det = -inf", stacklevel=3)
+                      f"(σmin={s[-1].item():.3e}, σmax={s[0].item():.3e}): ln det = -inf", SingularGramWarning,
+                      stacklevel=3)
         return float("-inf")
     return float(2 * s.log().sum())
 
