@@ -56,6 +56,20 @@ def timeit(fn: Callable[[], object], device: torch.device, repeats: int = 3, war
     return sorted(times)[len(times) // 2]
 
 
+def failure(err: BaseException) -> str:
+    """One line naming a failed candidate's error, for a result file's ``failures`` and the console."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+
+
+# the engine's speed settings, as benchmarks compare them (amp and channels_last act on CUDA only)
+FAST_PATH = {
+    "fp32": dict(amp=False, channels_last=False, compile=False),
+    "bf16": dict(amp=True, channels_last=True, compile=False),
+    "compile": dict(amp=True, channels_last=True, compile=True),
+    "cudagraphs": dict(amp=True, channels_last=True, compile="reduce-overhead"),
+}
+
+
 def result(name: str, metric: str, value: float, unit: str, baseline: str | None = None,
            baseline_value: float | None = None) -> dict:
     """One result row; ``ratio`` is value / baseline_value when a baseline is named."""

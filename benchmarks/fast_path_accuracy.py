@@ -23,17 +23,13 @@ import statistics
 
 import torch
 
-from benchmarks.common import result, write_results
+from benchmarks.common import FAST_PATH, result, write_results
 from flatlib.config import TrainConfig
 from flatlib.data import MissingDataError, load_dataset
 from flatlib.engine import train
 
-ARMS = {
-    "float32": dict(amp=False, channels_last=False, compile=False),
-    "fast": dict(amp=True, channels_last=True, compile=False),
-    "fast-compile": dict(amp=True, channels_last=True, compile=True),
-    "fast-cudagraphs": dict(amp=True, channels_last=True, compile="reduce-overhead"),
-}
+ARMS = {"float32": FAST_PATH["fp32"], "fast": FAST_PATH["bf16"], "fast-compile": FAST_PATH["compile"],
+        "fast-cudagraphs": FAST_PATH["cudagraphs"]}
 
 
 def base_config(quick: bool, device: torch.device, epochs: int | None) -> TrainConfig:

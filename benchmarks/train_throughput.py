@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.common import result, write_results
+from benchmarks.common import FAST_PATH, failure, result, write_results
 from flatlib.config import TrainConfig
 from flatlib.data import ArrayDataset, DATASETS, EMBEDDED
 from flatlib.engine import train
@@ -171,11 +171,10 @@ def main() -> None:
     batch = args.batch_size or (32 if args.quick else 256)
     n_train = 3 * batch if args.quick else 80 * batch  # images per timed epoch
     epochs = 2 if args.quick else 3                  # the engine's first epoch is warm-up
-    variants = {"engine": dict(amp=True, channels_last=True, compile=False)}
+    variants = {"engine": FAST_PATH["bf16"]}
     if cuda:
-        variants = {"engine-fp32": dict(amp=False, channels_last=False, compile=False), **variants,
-                    "engine-compile": dict(amp=True, channels_last=True, compile=True),
-                    "engine-cudagraphs": dict(amp=True, channels_last=True, compile="reduce-overhead")}
+        variants = {"engine-fp32": FAST_PATH["fp32"], **variants, "engine-compile": FAST_PATH["compile"],
+                    "engine-cudagraphs": FAST_PATH["cudagraphs"]}
     register_synthetic()
     ds = synthetic_cifar(n_train=n_train, n_test=64)
     rows, failures = [], {}
@@ -187,7 +186,7 @@ def main() -> None:
             try:
                 seconds[cand] = engine_seconds(name, kwargs, n_train, batch, epochs, device, **flags)
             except Exception as err:  # a failing variant is reported in the file, the others still run
-                failures[f"{label}/{cand}"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                failures[f"{label}/{cand}"] = failure(err)
                 print(f"{label:24s} {cand:15s} FAILED {failures[f'{label}/{cand}']}", flush=True)
             if cuda:
                 torch.cuda.empty_cache()

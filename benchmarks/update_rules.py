@@ -26,7 +26,8 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import result, timeit, write_results
+from benchmarks.common import failure, result, timeit, write_results
+from flatlib.config import CUDA_GRAPH_MODES
 from flatlib.models import build_model
 from flatlib.rules import StepContext, build_rule
 
@@ -69,7 +70,7 @@ def step_fn(model_name: str, model_kwargs: dict, rule_name: str, kwargs: dict, b
     x, y = pool[0]
 
     def step():
-        if compile_mode == "reduce-overhead":
+        if compile_mode in CUDA_GRAPH_MODES and device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
         return rule.step(ctx, x, y)
 
@@ -99,7 +100,7 @@ def main() -> None:
                 fn = step_fn(model_name, model_kwargs, rule, kw, batch, device, mode)
                 times[cand] = timeit(fn, device, repeats=repeats, warmup=2) * CIFAR_TRAIN / batch
             except Exception as err:  # reported in the file; the other rules still run
-                failures[f"{name}/{cand}"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                failures[f"{name}/{cand}"] = failure(err)
                 print(f"{name:16s} {cand:7s} FAILED {failures[f'{name}/{cand}']}", flush=True)
                 continue
             print(f"{name:16s} {cand:7s} {times[cand]:9.1f} s/epoch ({times[cand] / times['sgd']:.2f}× SGD)", flush=True)

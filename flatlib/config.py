@@ -20,8 +20,9 @@ SCHEDULES = ("constant", "multistep", "plateau", "linear_decay")
 # them (StandardRule, SAM: measured in benchmarks/update_rules.py), eager otherwise and on the CPU;
 # True = torch.compile's default mode; False = eager; or any torch.compile mode by name
 COMPILE_MODES = ("auto", False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # replayed as CUDA graphs: mark each step's start
 # fields that change how fast a run goes, never what it computes
-_NOT_HASHED = {"device", "compile", "progress", "snapshot_epochs", "amp", "channels_last"}
+NOT_HASHED = {"device", "compile", "progress", "snapshot_epochs", "amp", "channels_last"}
 
 
 class ConfigError(ValueError):
@@ -74,7 +75,7 @@ class TrainConfig:
     def to_dict(self, hashed_only: bool = False) -> dict[str, Any]:
         d = {}
         for f in dataclasses.fields(self):
-            if hashed_only and f.name in _NOT_HASHED:
+            if hashed_only and f.name in NOT_HASHED:
                 continue
             v = getattr(self, f.name)
             if isinstance(v, TrainConfig):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from flatlib.config import TrainConfig
+from flatlib.config import CUDA_GRAPH_MODES, TrainConfig
 from flatlib.data import ArrayDataset, BatchLoader, confusion_dataset, load_dataset, subset
 from flatlib.models import build_model
 from flatlib.optim import Plateau, build_optimizer, lr_at, set_lr
@@ -242,7 +242,7 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
     # static shapes: the shorter last batch gets its own graph instead of a dynamic-shape recompile
     step_model = torch.compile(model, dynamic=False, mode=mode) if mode else model
     # CUDA graphs replay into the same output buffers: mark where each step begins
-    cudagraphs = cuda and mode in ("reduce-overhead", "max-autotune")
+    cudagraphs = cuda and mode in CUDA_GRAPH_MODES
     if world > 1:
         # DDP: every rank draws the same global batch (same seed) and trains on its contiguous
         # shard; gradients are averaged across ranks, so the step equals the single-process one.

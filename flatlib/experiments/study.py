@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from scipy.stats import kendalltau
 
-from flatlib.config import TrainConfig
+from flatlib.config import NOT_HASHED, TrainConfig
 from flatlib.engine import dataset_for, load_model, loader, train
 from flatlib.experiments.common import train_all
 from flatlib.fisher.metrics import SingularGramWarning
@@ -40,8 +40,6 @@ from flatlib.params import Params, bounded, choices, notebook
 from flatlib.store import Store
 
 TARGETS = {"gap": "generalisation gap (test − train error, %)", "test_error": "test error (%)"}
-# config fields that describe a run's place in the population (the rest never varies or is bookkeeping)
-_SKIP_FIELDS = {"snapshot_epochs", "device", "amp", "channels_last", "compile", "progress"}
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -183,9 +181,7 @@ def measure_run(cfg: TrainConfig, store: Store, mcfg: MeasureConfig, n_measure: 
 def config_columns(cfg: TrainConfig) -> dict[str, Any]:
     """The run's config as flat, hashable columns (dicts and lists as JSON, a parent as its key)."""
     out = {}
-    for k, v in cfg.to_dict(hashed_only=True).items():
-        if k in _SKIP_FIELDS:
-            continue
+    for k, v in cfg.to_dict(hashed_only=True).items():  # how a run executes is not a population column
         if k == "parent":
             v = cfg.parent.key() if cfg.parent is not None else None
         elif isinstance(v, (dict, list)):
@@ -213,7 +209,7 @@ def run_population(p: PopulationParams) -> pd.DataFrame:
 
 def varying_fields(frame: pd.DataFrame) -> list[str]:
     """The config fields that take more than one value in ``frame``."""
-    fields = [k for k in TrainConfig.__dataclass_fields__ if k not in _SKIP_FIELDS and k in frame]
+    fields = [k for k in TrainConfig.__dataclass_fields__ if k not in NOT_HASHED and k in frame]
     return [k for k in fields if frame[k].map(str).nunique() > 1]
 
 
