@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from benchmarks.common import result, timeit, write_results
-from flatlib.fisher import FisherRule
 from flatlib.models import build_model
-from flatlib.rules import StandardRule, StepContext, UpdateRule
+from flatlib.train.rules import StandardRule, StepContext, UpdateRule
+from flatlib.train.rules.fisher import FisherRule
 
 
 def step_fn(model: nn.Module, rule: UpdateRule, x: torch.Tensor, y: torch.Tensor, bf16: bool):

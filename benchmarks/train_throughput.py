@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import FAST_PATH, failure, result, write_results
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.data import ArrayDataset, DATASETS, EMBEDDED
-from flatlib.engine import train
+from flatlib.train.engine import train
 from flatlib.models import build_model
 
 EPOCH_IMAGES = 50_000  # one CIFAR-10 training epoch

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import failure, result, timeit, write_results
-from flatlib.config import CUDA_GRAPH_MODES
+from flatlib.train.config import CUDA_GRAPH_MODES
 from flatlib.models import build_model
-from flatlib.rules import StepContext, build_rule
+from flatlib.train.rules import StepContext, build_rule
 
 CIFAR_TRAIN = 50_000
 
@@ -38,7 +38,7 @@ def candidates(search_batch: int) -> dict[str, tuple[str, dict]]:
     rules = {"sgd": ("standard", {}), "sam": ("sam", {"rho": 0.05}),
              "pof": ("pof", {"search_batch_size": search_batch})}
     try:
-        import flatlib.fisher.regularizer  # noqa: F401
+        import flatlib.train.rules.fisher  # noqa: F401
         rules["fisher"] = ("fisher", {})
     except ModuleNotFoundError:
         pass

@@ -26,9 +26,15 @@ from typing import Any, Callable, Iterator
 from filelock import FileLock
 
 import flatlib
-from flatlib.config import config_hash
 
 PROFILES = ("smoke", "default", "paper")
+
+
+def config_hash(d: dict[str, Any]) -> str:
+    """Short stable hash of a JSON-able dict together with the flatlib version."""
+    blob = json.dumps({"flatlib": flatlib.__version__, **d}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
 
 
 def project_root(start: Path | None = None) -> Path:

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from flatlib.config import TrainConfig
-from flatlib.engine import dataset_for, load_model, train
+from flatlib.train.config import TrainConfig
+from flatlib.train.engine import dataset_for, load_model, train
 from flatlib.experiments import fim
 from flatlib.params import ParameterError
 from flatlib.store import Store

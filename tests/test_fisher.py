@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatlib.fisher import (FisherRule, fim_metrics, fisher_log_det, fisher_regularizer, per_sample_grads)
+from flatlib.fisher import fim_metrics, fisher_log_det, per_sample_grads
+from flatlib.train.rules.fisher import FisherRule, fisher_regularizer
 from flatlib.fisher.metrics import subsets
-from flatlib.rules import StandardRule, StepContext, build_rule
+from flatlib.train.rules import StandardRule, StepContext, build_rule
 
 DT = torch.float64
 

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from flatlib.config import TrainConfig
-from flatlib.engine import load_model, train
+from flatlib.train.config import TrainConfig
+from flatlib.train.engine import load_model, train
 from flatlib.models.base import FeatureClassifier
-from flatlib.pof import line_search, minibatch_line_search
-from flatlib.rules import StandardRule, StepContext, build_rule
+from flatlib.measures.classifier import line_search, minibatch_line_search
+from flatlib.train.rules import StandardRule, StepContext, build_rule
 from flatlib.store import Store
 
 

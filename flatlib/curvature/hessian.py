@@ -37,7 +37,9 @@ class HessianOperator(LinearOperator):
         data: re-iterable of ``(x, y)`` batches, or a tensor pair ``(X, Y)`` (split by ``batch_size``).
         loss_fn: ``loss_fn(logits, y)`` with mean reduction; default cross-entropy.
         params: ``None``/``"all"``, a submodule name (``"classifier"``, ``"features.3"``) or a list of names.
-        bn_mode: ``"eval"``: BN with running statistics; ``"train"``: with batch statistics.
+        bn_mode: ``"eval"``: BN with running statistics; ``"train"`` (or ``"train-frozen-stats"``): with
+            batch statistics, running statistics untouched. An unknown mode fails here, at construction.
+        dtype: of the products (default: the model's parameters' dtype).
         method: ``"double-backward"`` (default: measured faster on CPU, and one gradient graph per
             batch serves every column of a matmat) or ``"forward-over-reverse"`` (same result).
 
@@ -50,14 +52,14 @@ class HessianOperator(LinearOperator):
     """
 
     def __init__(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None,
-                 params: ParamSpec = None, bn_mode: str = "eval", dtype: torch.dtype = torch.float32,
+                 params: ParamSpec = None, bn_mode: str = "eval", dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None, batch_size: int | None = None,
                  weight_decay: float = 0.0, method: str = "double-backward", progress: bool = False):
         if method not in HVP_METHODS:
             raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}")
         self.loss = FunctionalLoss(model, loss_fn=loss_fn, params=params, bn_mode=bn_mode,
                                    dtype=dtype, device=device)
-        super().__init__(self.loss.dim, dtype, self.loss.device)
+        super().__init__(self.loss.dim, self.loss.dtype, self.loss.device)
         self.data, self.batch_size = data, batch_size
         self.weight_decay, self.method, self.progress = float(weight_decay), method, progress
         self.num_samples: int | None = None
@@ -73,8 +75,9 @@ class HessianOperator(LinearOperator):
         count = 0
         batch_hvp = self._batch_hvp_fwd if self.method == "forward-over-reverse" else self._batch_hvp_bwd
         with self.loss.modes():
-            for x, y in progress_bar(iterate_batches(self.data, self.batch_size), self.progress, "HVP batches"):
-                x, y = self.loss.batch(x, y)
+            batches = progress_bar(iterate_batches(self.data, self.batch_size), self.progress, "HVP batches")
+            for i, (x, y) in enumerate(batches):
+                x, y = self.loss.batch(x, y, i)
                 out += y.shape[0] * batch_hvp(x, y, V)
                 count += y.shape[0]
         self.num_samples = count

@@ -26,8 +26,8 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from flatlib.config import TrainConfig
-from flatlib.engine import dataset_for, load_model, loader, resolve_device
+from flatlib.train.config import TrainConfig
+from flatlib.train.engine import dataset_for, load_model, loader, resolve_device
 from flatlib.experiments.common import mean_std, train_all
 from flatlib.params import Params, ParameterError, bounded, choices, notebook
 from flatlib.store import Store, project_root

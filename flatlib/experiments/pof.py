@@ -20,15 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.curvature import HessianOperator, lanczos, landscape_1d, unflatten
 from flatlib.data import BatchLoader
-from flatlib.engine import dataset_for, load_model
+from flatlib.train.engine import dataset_for, load_model
 from flatlib.experiments.common import mean_std, train_all
 from flatlib.models.base import weight_layers
 from flatlib.params import Params, bounded, choices, notebook
-from flatlib.pof import minibatch_line_search
-from flatlib.sam import bn_stats_frozen
+from flatlib.measures.classifier import minibatch_line_search
+from flatlib._torch import bn_stats_frozen
 from flatlib.store import Store
 
 # ------------------------------------------------------------------------------------------------

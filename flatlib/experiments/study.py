@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 from scipy.stats import kendalltau
 
-from flatlib.config import NOT_HASHED, TrainConfig
-from flatlib.engine import dataset_for, load_model, loader, train
+from flatlib.train.config import NOT_HASHED, TrainConfig
+from flatlib.train.engine import dataset_for, load_model, loader, train
 from flatlib.experiments.common import train_all
 from flatlib.fisher.metrics import SingularGramWarning
 from flatlib.measures import MEASURES, MeasureConfig, measure_all, rescale_layers, scale_before_batchnorm

@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from flatlib.estimate import Estimate
-from flatlib.fisher.jacobian import BN_CHUNK, BNMode, bn_mode_context, detached_state, per_sample_grads
+from flatlib.fisher.jacobian import BN_CHUNK, BNMode, bn_mode_context, detached_state, fisher_bn_mode, per_sample_grads
 
 Convention = Literal["paper", "official"]
 Sampling = Literal["random", "sequential"]
@@ -168,6 +168,7 @@ def fim_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_prime: 
     ``logit_norm`` (e.g. 25.0, FIM Table 3) applies to the weight-space metrics; robustness uses
     the raw network output. Returns ``{name: Estimate}`` for the requested ``metrics``.
     """
+    fisher_bn_mode(bn_mode)
     unknown = set(metrics) - {*WEIGHT_METRICS, "robustness"}
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}")

@@ -1,4 +1,4 @@
-"""Generalisation measures at a model's final weights: one small function each, and ``measure_all``.
+"""Sharpness, Fisher, scale-aware and baseline measures at a model's final weights: one small function each.
 
 The three papers each test their own measure on their own models; this module puts every
 measure behind one call so that the study chapter can test them all on the same population.
@@ -14,27 +14,22 @@ and the mean line-search step ξ*_B. Scale-aware measures: λ1·‖w‖², tr·�
 (Jiang et al. 2020, "Fantastic generalization measures"), plain and magnitude-aware. Baselines:
 ‖w‖ and a low quantile of the output margin.
 
-The section at the end builds function-preserving reparameterisations (layer rescaling under
-ReLU, weight scaling before BatchNorm) for the invariance check.
+PoF's classifier-space measures are in ``flatlib.measures.classifier``; the reparameterisations for
+the invariance check in ``flatlib.measures.reparam``; ``measure_all`` in ``flatlib.measures``.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from flatlib.curvature import HessianOperator, frobenius_norm_sq, hutchpp_trace, lanczos, landscape_1d
+from flatlib._torch import bn_mode
+from flatlib.curvature import HessianOperator, frobenius_norm_sq, hutchpp_trace, lanczos
 from flatlib.fisher import fim_metrics
-from flatlib.fisher.jacobian import bn_mode_context
-from flatlib.models.base import weight_layers
-from flatlib.pof import minibatch_line_search
 
 Data = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -47,7 +42,7 @@ def _params(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _functional_loss(model: nn.Module, data: Data, loss_fn: LossFn | None = None) -> Callable[[dict[str, Tensor]], Tensor]:
-    """w ↦ mean loss over ``data`` with BN in eval mode; call it inside ``bn_mode_context(model, "eval")``.
+    """w ↦ mean loss over ``data`` with BN in eval mode; call it inside ``bn_mode(model, "eval")``.
 
     Buffers are cloned, so nothing the forward pass does reaches the model.
     """
@@ -59,11 +54,6 @@ def _functional_loss(model: nn.Module, data: Data, loss_fn: LossFn | None = None
         return loss_fn(functional_call(model, {**w, **buffers}, (x,)), y)
 
     return loss
-
-
-def weight_norm(model: nn.Module) -> float:
-    """‖w‖₂ over all parameters (BN affine parameters included)."""
-    return float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in model.parameters())))
 
 
 def _hessian(model: nn.Module, data: Data, params: str | None = None, loss_fn: LossFn | None = None) -> HessianOperator:
@@ -108,52 +98,6 @@ def fisher_measures(model: nn.Module, data: Data, *, n_prime: int = 50, num_subs
     return {k: e.value for k, e in est.items()}
 
 
-# ------------------------------------------------------------------------------------------ PoF
-def _features(model: nn.Module, x: Tensor) -> Tensor:
-    with torch.no_grad(), bn_mode_context(model, "eval"):
-        return model.features(x)
-
-
-def classifier_delta_l(model: nn.Module, train: Data, test: Data, *, step: float = 0.1, num_iters: int = 20,
-                       tol: float = 1e-3, seed: int = 0) -> dict[str, float]:
-    """PoF's final-layer sharpness (POF-F1c, Fig. 1): ``clf_lambda1`` and ``delta_l``.
-
-    v₁ is the top eigenvector of the classifier block of the training-loss Hessian (Lanczos,
-    features fixed, BN eval), λ1 its eigenvalue, and
-
-        ΔL = ½ [L_test(θ + αv₁) + L_test(θ − αv₁)] − L_test(θ),   α = ``step`` · ‖θ‖,
-
-    the mean test-loss rise one step along ±v₁ (the sign of v₁ is arbitrary). The step is
-    relative to the classifier's norm θ so that it means the same for small and large
-    classifiers; 0.1 moves the classifier by a tenth of its length.
-    """
-    H = _hessian(model, train, params="classifier")
-    top = lanczos(H, k=1, num_iters=num_iters, tol=tol, seed=seed)
-    theta_norm = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in model.classifier.parameters())))
-    alpha = step * theta_norm
-    s = landscape_1d(model, {"test": test}, top.eigenvectors[:, 0], [-alpha, 0.0, alpha], params="classifier",
-                     dtype=H.dtype).set_index("alpha")["loss"]
-    return {"clf_lambda1": float(top.eigenvalues[0]), "delta_l": float(0.5 * (s[-alpha] + s[alpha]) - s[0.0])}
-
-
-def mean_xi(model: nn.Module, data: Data, *, batch_size: int = 32, num_batches: int = 10, seed: int = 0) -> float:
-    """Mean over random training mini-batches B of PoF's ξ*_B (Eq. 2-3, the official doubling + grid search).
-
-    ξ*_B = argmin_{ξ≥0} L_B(φ, θ − ξ ĝ), ĝ = ∂L_B/∂θ / ‖∂L_B/∂θ‖, on fixed eval-mode features; a
-    rejected search (no loss rise up to the cap) counts as 0, as in PoF's training rule.
-    """
-    x, y = data
-    f = _features(model, x)
-    theta = {n: p.detach() for n, p in model.classifier.named_parameters()}
-    g = torch.Generator().manual_seed(seed)
-    xis = []
-    for _ in range(num_batches):
-        idx = torch.randperm(len(y), generator=g)[:batch_size].to(y.device)
-        res, _, gnorm = minibatch_line_search(model, F.cross_entropy, f[idx], y[idx], theta)
-        xis.append(float(res.step * gnorm))
-    return sum(xis) / len(xis)
-
-
 # ------------------------------------------------------------------------------------------ scale-aware
 def adaptive_sharpness(model: nn.Module, data: Data, *, rho: float = 0.5, steps: int = 5, seed: int = 0,
                        loss_fn: LossFn | None = None) -> float:
@@ -167,7 +111,7 @@ def adaptive_sharpness(model: nn.Module, data: Data, *, rho: float = 0.5, steps:
     """
     w = _params(model)
     scale = {k: v.abs() for k, v in w.items()}
-    with bn_mode_context(model, "eval"):
+    with bn_mode(model, "eval"):
         loss = _functional_loss(model, data, loss_fn)
         base = float(loss(w))
 
@@ -217,7 +161,7 @@ def pac_bayes_sigma(model: nn.Module, data: Data, *, threshold: float = 0.1, num
     gen = torch.Generator().manual_seed(seed)
     z = {k: torch.randn((num_samples, *v.shape), generator=gen, dtype=v.dtype).to(v.device)
          * (v.abs() if magnitude_aware else 1) for k, v in w.items()}
-    with torch.no_grad(), bn_mode_context(model, "eval"):
+    with torch.no_grad(), bn_mode(model, "eval"):
         loss = _functional_loss(model, data, loss_fn)
         base = float(loss(w))
         batched = vmap(loss)
@@ -247,141 +191,10 @@ def output_margin(model: nn.Module, data: Data, *, quantile: float = 0.1) -> flo
     A low quantile rather than the minimum, as in Jiang et al. (2020), so one outlier does not decide it.
     """
     x, y = data
-    with torch.no_grad(), bn_mode_context(model, "eval"):
+    with torch.no_grad(), bn_mode(model, "eval"):
         z = model(x).double()
     true = z.gather(1, y[:, None])[:, 0]
     other = z.scatter(1, y[:, None], -math.inf).amax(1)
     return float(torch.quantile(true - other, quantile))
 
 
-# ------------------------------------------------------------------------------------------ all at once
-@dataclass(frozen=True)
-class MeasureConfig:
-    """Sample sizes of ``measure_all``; small by default (a few seconds for a small network)."""
-
-    lanczos_iters: int = 20
-    trace_matvecs: int = 30
-    frobenius_samples: int = 20
-    n_prime: int = 50
-    num_subsets: int = 5
-    delta_l_step: float = 0.1
-    xi_batch_size: int = 32
-    xi_batches: int = 10
-    asam_rho: float = 0.5
-    asam_steps: int = 5
-    pac_threshold: float = 0.1
-    pac_samples: int = 8
-    pac_iters: int = 12
-    margin_quantile: float = 0.1
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-MEASURES: dict[str, tuple[str, int]] = {
-    "lambda1": ("Hessian λ1", +1),
-    "trace": ("Hessian trace", +1),
-    "frobenius": ("Hessian ‖H‖²_F", +1),
-    "log_det": ("γ̂ (Fisher log det)", +1),
-    "fisher_trace": ("Fisher trace", +1),
-    "spectral_radius": ("λmax(JJᵀ)/N′", +1),
-    "robustness": ("robustness ‖∂f/∂x‖²", +1),
-    "clf_lambda1": ("classifier λ1 (PoF)", +1),
-    "delta_l": ("classifier ΔL (PoF)", +1),
-    "xi": ("mean ξ*_B (PoF)", -1),
-    "lambda1_wnorm": ("λ1·‖w‖²", +1),
-    "trace_wnorm": ("trace·‖w‖²", +1),
-    "asam": ("adaptive sharpness", +1),
-    "pac_sigma": ("PAC-Bayes σ", -1),
-    "pac_mag_sigma": ("PAC-Bayes σ (magnitude-aware)", -1),
-    "weight_norm": ("‖w‖", +1),
-    "margin": ("output margin (10th pct.)", -1),
-}
-"""Every measure ``measure_all`` returns: (label, expected sign). The sign is the direction its
-proponents claim: +1 when a larger value should mean worse generalisation (a sharper or more
-complex model), −1 when larger should mean better (flatter: a larger PAC-Bayes σ, a larger
-line-search step ξ*_B along the batch gradient, a larger margin)."""
-
-
-def measure_all(model: nn.Module, train: Data, test: Data, config: MeasureConfig = MeasureConfig(), *,
-                dtype: torch.dtype = torch.float64) -> dict[str, float]:
-    """Every measure of ``MEASURES`` at the model's current weights, as ``{name: value}``.
-
-    ``train`` is a fixed subset of the (un-augmented, normalised) training set on which the
-    curvature, Fisher, sharpness and margin measures are taken; ``test`` serves PoF's ΔL only.
-    The measures run on a ``dtype`` copy of the model in eval mode: the model itself is untouched.
-    """
-    m = copy.deepcopy(model).to(dtype).eval()
-    for p in m.parameters():  # curvature over every parameter, frozen ones included
-        p.requires_grad_(True)
-    train, test = (train[0].to(dtype), train[1]), (test[0].to(dtype), test[1])
-    c, s = config, config.seed
-    out = {"lambda1": hessian_lambda1(m, train, num_iters=c.lanczos_iters, seed=s),
-           "trace": hessian_trace(m, train, num_matvecs=c.trace_matvecs, seed=s),
-           "frobenius": hessian_frobenius_sq(m, train, num_samples=c.frobenius_samples, seed=s)}
-    out.update(fisher_measures(m, train, n_prime=min(c.n_prime, len(train[1])), num_subsets=c.num_subsets, seed=s))
-    out.update(classifier_delta_l(m, train, test, step=c.delta_l_step, num_iters=c.lanczos_iters, seed=s))
-    out["xi"] = mean_xi(m, train, batch_size=c.xi_batch_size, num_batches=c.xi_batches, seed=s)
-    norm_sq = weight_norm(m) ** 2
-    out["lambda1_wnorm"], out["trace_wnorm"] = out["lambda1"] * norm_sq, out["trace"] * norm_sq
-    out["asam"] = adaptive_sharpness(m, train, rho=c.asam_rho, steps=c.asam_steps, seed=s)
-    out["pac_sigma"] = pac_bayes_sigma(m, train, threshold=c.pac_threshold, num_samples=c.pac_samples,
-                                       iters=c.pac_iters, seed=s)
-    out["pac_mag_sigma"] = pac_bayes_sigma(m, train, threshold=c.pac_threshold, num_samples=c.pac_samples,
-                                           iters=c.pac_iters, magnitude_aware=True, seed=s)
-    out["weight_norm"] = math.sqrt(norm_sq)
-    out["margin"] = output_margin(m, train, quantile=c.margin_quantile)
-    return {k: out[k] for k in MEASURES}
-
-
-# ------------------------------------------------------------------------------------------ reparameterisations
-def rescale_layers(model: nn.Module, layer: int, alpha: float) -> nn.Module:
-    """A copy computing the same function: weight layer ``layer`` (index into ``weight_layers``) and its bias
-    are multiplied by α > 0 and the next weight layer's weight divided by α.
-
-    Exact when only positively homogeneous maps (ReLU, max/average pooling, flatten) lie between
-    the two layers, since relu(αz) = α relu(z) for α > 0 (Dinh et al. 2017, "Sharp minima can
-    generalize for deep nets").
-    """
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    out = copy.deepcopy(model)
-    layers = weight_layers(out)
-    if not 0 <= layer < len(layers) - 1:
-        raise ValueError(f"layer must be in [0, {len(layers) - 2}] for a model with {len(layers)} weight layers")
-    first, second = layers[layer][1], layers[layer + 1][1]
-    with torch.no_grad():
-        first.weight.mul_(alpha)
-        if first.bias is not None:
-            first.bias.mul_(alpha)
-        second.weight.div_(alpha)
-    return out
-
-
-def scale_before_batchnorm(model: nn.Module, alpha: float) -> nn.Module:
-    """A copy computing the same function in eval mode: every weight layer that feeds a BatchNorm is scaled by α > 0.
-
-    BN(αz) = BN(z) in train mode; in eval mode the running mean is scaled by α, the running
-    variance by α² and ε by α², so (αz − αμ)/√(α²σ² + α²ε) is exactly the old normalised value.
-    The weights then differ in norm while the function does not (the scale invariance behind
-    "sharpness" changes under BN, e.g. van Laarhoven 2017).
-    """
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    out = copy.deepcopy(model)
-    modules = [m for m in out.modules() if not list(m.children())]
-    scaled = 0
-    with torch.no_grad():
-        for prev, bn in zip(modules, modules[1:]):
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm) and isinstance(prev, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-                prev.weight.mul_(alpha)
-                if prev.bias is not None:
-                    prev.bias.mul_(alpha)
-                bn.running_mean.mul_(alpha)
-                bn.running_var.mul_(alpha ** 2)
-                bn.eps *= alpha ** 2
-                scaled += 1
-    if not scaled:
-        raise ValueError("the model has no weight layer directly followed by a BatchNorm layer")
-    return out

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flatlib.params import PROFILES, ParameterError
+from flatlib.params import ParameterError
+from flatlib.pipeline.registry import execute, notebook_classes, notebooks
+from flatlib.store import PROFILES
 
 EXIT_USAGE = 2
 
@@ -21,29 +23,6 @@ EXIT_USAGE = 2
 def _die(msg: str) -> None:
     print(f"flatlib: error: {msg}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)
-
-
-def notebook_dir() -> Path:
-    from flatlib.store import project_root
-
-    return project_root() / "notebooks"
-
-
-def notebooks() -> list[str]:
-    """Notebook names in book order (``_toc.yml``), then any others."""
-    from flatlib.store import project_root
-
-    names = sorted(p.stem for p in notebook_dir().glob("*.ipynb"))
-    toc = project_root() / "_toc.yml"
-    ordered = []
-    if toc.exists():
-        for line in toc.read_text().splitlines():
-            line = line.strip()
-            if line.startswith("- file: notebooks/"):
-                stem = Path(line.split("notebooks/", 1)[1]).stem
-                if stem in names and stem not in ordered:
-                    ordered.append(stem)
-    return ordered + [n for n in names if n not in ordered]
 
 
 def parse_value(text: str) -> Any:
@@ -66,10 +45,7 @@ def resolve_notebook(name: str) -> str:
 
 def validate(stem: str, params: dict[str, Any]) -> dict[str, Any]:
     """Check parameters against the notebook's Params class; returns what papermill should inject."""
-    import flatlib.experiments  # noqa: F401
-    from flatlib.params import NOTEBOOKS
-
-    cls = NOTEBOOKS.get(stem)
+    cls = notebook_classes().get(stem)
     if cls is None:
         _die(f"notebook {stem!r} has no registered parameters")
     try:
@@ -77,20 +53,6 @@ def validate(stem: str, params: dict[str, Any]) -> dict[str, Any]:
     except ParameterError as err:
         _die(str(err))
     return params
-
-
-def execute(stem: str, params: dict[str, Any], output: Path, log=print) -> Path:
-    """Execute one notebook with papermill into ``output``; a failing cell is reported with its parameters."""
-    import papermill as pm
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        pm.execute_notebook(str(notebook_dir() / f"{stem}.ipynb"), str(output), parameters=params,
-                            cwd=str(notebook_dir()), progress_bar=False, kernel_name="python3")
-    except pm.PapermillExecutionError as err:
-        raise RuntimeError(f"notebook {stem} failed in cell {err.exec_count} with parameters "
-                           f"{json.dumps(params)}: {err.ename}: {err.evalue} (output: {output})") from None
-    return output
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -110,13 +72,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_run_all(args: argparse.Namespace) -> int:
-    from flatlib.scheduler import run_all
+    from flatlib.pipeline.scheduler import run_all
 
     return run_all(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from flatlib.scheduler import status_table
+    from flatlib.pipeline.scheduler import status_table
 
     print(status_table(args.profile))
     return 0
@@ -130,9 +92,8 @@ def cmd_book(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from flatlib.config import ConfigError, TrainConfig
-    from flatlib.engine import train
     from flatlib.store import Store
+    from flatlib.train import ConfigError, TrainConfig, train
 
     try:
         cfg = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))

@@ -21,21 +21,19 @@ from pathlib import Path
 from filelock import Timeout
 from tqdm.auto import tqdm
 
-from flatlib.config import TrainConfig
+from flatlib.pipeline.registry import execute, notebook_classes, notebooks
 from flatlib.store import Store
+from flatlib.train import TrainConfig
 
 
 def plans(profile: str, only: str | None = None) -> dict[str, list[TrainConfig]]:
     """Each selected notebook's training runs at ``profile`` (notebook name -> configs)."""
-    import flatlib.experiments  # noqa: F401  (registers the notebooks)
-    from flatlib.cli import notebooks
-    from flatlib.params import NOTEBOOKS
-
+    classes = notebook_classes()
     out = {}
     for name in notebooks():
-        if only and only not in name or name not in NOTEBOOKS:
+        if only and only not in name or name not in classes:
             continue
-        out[name] = list(NOTEBOOKS[name].resolve(profile=profile).plan())
+        out[name] = list(classes[name].resolve(profile=profile).plan())
     return out
 
 
@@ -108,14 +106,14 @@ def _train_local(cfg: TrainConfig, profile: str, gpu: str | None, store: Store,
     queue.write_text(json.dumps(cfg.to_dict()))
     env = worker_env(gpu, workers)
     with open(log, "w") as fh:
-        code = subprocess.call([sys.executable, "-m", "flatlib.cli", "train", "--config", str(queue),
+        code = subprocess.call([sys.executable, "-m", "flatlib.pipeline.cli", "train", "--config", str(queue),
                                 "--profile", profile], stdout=fh, stderr=subprocess.STDOUT, env=env)
     return cfg, code, log
 
 
 def _train_slurm_entry(cfg_dict: dict, profile: str, root: str) -> dict:
     """What a SLURM job runs (pickled by submitit): train one config into the shared store."""
-    from flatlib.engine import train
+    from flatlib.train import train
 
     return train(TrainConfig.from_dict(cfg_dict), Store(profile, root)).summary
 
@@ -133,8 +131,6 @@ def _slots(args: argparse.Namespace) -> list[str | None]:
 
 def run_all(args: argparse.Namespace) -> int:
     """Train every pending run in parallel, then execute the notebooks; non-zero exit if anything failed."""
-    from flatlib.cli import execute, notebooks
-
     store = Store(args.profile)
     pending = _pending(args.profile, args.only)
     failed: list[str] = []

@@ -7,12 +7,10 @@ not change the result (device, progress bars, compilation) are excluded from the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import flatlib
+from flatlib.store import config_hash
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "plateau", "linear_decay")
@@ -107,12 +105,6 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def config_hash(d: dict[str, Any]) -> str:
-    """Short stable hash of a JSON-able dict together with the flatlib version."""
-    blob = json.dumps({"flatlib": flatlib.__version__, **d}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def choice(name: str, value: Any, choices: tuple | list | set | dict) -> None:
     """Raise a one-line ConfigError unless ``value`` is one of ``choices``."""
     if value not in choices:
@@ -152,7 +144,6 @@ def _validate(c: TrainConfig) -> None:
         raise ConfigError("parent_epoch is set but parent is None")
     if c.parent is not None and c.parent_epoch is not None and not 1 <= c.parent_epoch <= c.parent.epochs:
         raise ConfigError(f"invalid parent_epoch={c.parent_epoch!r}; parent trains {c.parent.epochs} epochs")
-    from flatlib.rules import RULES, _import_rule_modules
+    from flatlib.train.rules import RULES
 
-    _import_rule_modules()
     choice("rule", c.rule, RULES)

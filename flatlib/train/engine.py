@@ -2,7 +2,7 @@
 
 It reads top to bottom: data on the device, model, update rule, optimizer, then epochs of
 ``rule.step`` calls, an evaluation, a checkpoint. The loop never changes for a new method;
-SAM, PoF and the Fisher regularizer are update rules (``flatlib.rules``). Results go to the
+SAM, PoF and the Fisher regularizer are update rules (``flatlib.train.rules``). Results go to the
 results store keyed by the config hash; a rerun of the same config reuses the result or
 resumes from the last epoch checkpoint. A non-finite loss stops the run (``Diverged``),
 keeps the last good checkpoint and writes no result.
@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from flatlib.config import CUDA_GRAPH_MODES, TrainConfig
+from flatlib._torch import weight_norm
 from flatlib.data import ArrayDataset, BatchLoader, confusion_dataset, load_dataset, subset
 from flatlib.models import build_model
-from flatlib.optim import Plateau, build_optimizer, lr_at, set_lr
-from flatlib.rules import StepContext, build_rule
 from flatlib.store import Store
+from flatlib.train.config import CUDA_GRAPH_MODES, TrainConfig
+from flatlib.train.optim import Plateau, build_optimizer, lr_at, set_lr
+from flatlib.train.rules import StepContext, build_rule
 
 # rule_kwargs the engine itself consumes (schedule of iterate averaging), not passed to the rule
 _ENGINE_RULE_KEYS = {"averaging_lr"}
@@ -126,11 +127,6 @@ def evaluate(model: nn.Module, batches: BatchLoader, autocast=contextlib.nullcon
         n += len(y)
     model.train(was)
     return float(loss) / n, 100.0 * float(wrong) / n
-
-
-def weight_norm(model: nn.Module) -> float:
-    """L2 norm of all parameters (the FF chapter's ‖w‖)."""
-    return float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in model.parameters())))
 
 
 def _cycle(batches: BatchLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

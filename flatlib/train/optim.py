@@ -5,7 +5,7 @@ from typing import Iterable
 
 import torch
 
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 
 
 def build_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter], fused: bool = False) -> torch.optim.Optimizer:

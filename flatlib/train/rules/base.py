@@ -1,9 +1,9 @@
 """Update rules: how one training step turns a batch into a parameter update.
 
-The engine (``flatlib.engine``) owns the loop, data, schedule, mixed precision and
+The engine (``flatlib.train.engine``) owns the loop, data, schedule, mixed precision and
 checkpoints; an update rule only says what happens inside one step. Plain SGD/Adam is
-``StandardRule``; SAM, PoF and the Fisher regularizer are other rules registered here by
-name, so a new method is a small class, not a copy of the training loop.
+``StandardRule``; SAM, PoF and the Fisher regularizer are other rules, listed by name in
+``flatlib.train.rules.RULES``, so a new method is a small class, not a copy of the training loop.
 """
 from __future__ import annotations
 
@@ -82,35 +82,3 @@ class StandardRule(UpdateRule):
         loss.backward()
         ctx.optimizer.step()
         return loss.detach()
-
-
-RULES: dict[str, Callable[..., UpdateRule]] = {"standard": StandardRule}
-
-
-def register_rule(name: str) -> Callable[[type[UpdateRule]], type[UpdateRule]]:
-    """Class decorator adding an update rule to ``RULES`` under ``name``."""
-
-    def deco(cls: type[UpdateRule]) -> type[UpdateRule]:
-        RULES[name] = cls
-        cls.name = name
-        return cls
-
-    return deco
-
-
-def build_rule(name: str, **kwargs) -> UpdateRule:
-    """Instantiate a registered rule; unknown names get a one-line error listing the choices."""
-    _import_rule_modules()
-    if name not in RULES:
-        raise ValueError(f"unknown update rule {name!r}; choose from: {', '.join(sorted(RULES))}")
-    try:
-        return RULES[name](**kwargs)
-    except TypeError as err:
-        raise ValueError(f"update rule {name!r}: {err}") from None
-
-
-def _import_rule_modules() -> None:
-    """Rules register themselves on import; import the modules that define them."""
-    import flatlib.fisher.regularizer  # noqa: F401
-    import flatlib.pof  # noqa: F401
-    import flatlib.sam  # noqa: F401

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from flatlib.rules import StepContext, UpdateRule, register_rule
+from flatlib.train.rules.base import StepContext, UpdateRule
 
 Tree = dict[str, torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -114,7 +114,6 @@ def fisher_regularizer(model: nn.Module, criterion: Criterion, x: torch.Tensor, 
     return (l1 - l2).mean()
 
 
-@register_rule("fisher")
 class FisherRule(UpdateRule):
     """FIM Algorithm 1: step on ∇[L(B, w) + β R_α(w)] (ICLR draft: clipped to global norm ``clip_tau``).
 
@@ -126,6 +125,7 @@ class FisherRule(UpdateRule):
     (where it is exact); see the module docstring. Per-step log: ``fisher_reg`` = R_α(w).
     """
 
+    name = "fisher"
     # vmap's batched backward cannot clone channels_last activations on CUDA ("NYI: Tensor.clone(memory_format)
     # inside vmap", seen on an H100 with torch 2.11): the engine keeps this rule's model in NCHW
     channels_last = False

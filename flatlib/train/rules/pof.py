@@ -18,103 +18,23 @@ feature forward pass (under no_grad) plus classifier-sized work.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad
 
-from flatlib.rules import StepContext, UpdateRule, register_rule
-from flatlib.sam import bn_stats_frozen
+from flatlib._torch import bn_stats_frozen
+from flatlib.measures.classifier import LINE_SEARCHES, classifier_params, minibatch_line_search
+from flatlib.train.rules.base import StepContext, UpdateRule
 
-LINE_SEARCHES = ("doubling", "golden")
 GAMMAS = ("uniform", "fixed", "linear")
-
-
-@dataclass
-class LineSearchResult:
-    """``step``: the argmin t* (0 when rejected); ``rejected``: no loss rise up to the cap; ``upper``: the bracket end."""
-
-    step: Tensor
-    rejected: Tensor
-    upper: Tensor
-
-
-def line_search(loss_at: Callable[[Tensor], Tensor], loss0: Tensor, *, method: str = "doubling",
-                init_step: float = 1.0, cap: float = 1e4, grid: int = 16, golden_iters: int = 24) -> LineSearchResult:
-    """Minimise a 1-D function f(t), t ≥ 0, with f(0) = ``loss0``, the official PoF way.
-
-    ``loss_at`` maps a 1-D tensor of steps to the 1-D tensor of losses. Bracketing: the steps
-    init_step·2^k below ``cap`` are evaluated at once; the first with f > f(0) is the bracket end
-    (the sequential doubling of the official code stops at the same point). Then ``"doubling"``
-    takes the argmin of the grid t_i = i·upper/grid, i = 1..grid (resolution upper/grid), and
-    ``"golden"`` runs ``golden_iters`` golden-section iterations on [0, upper] (resolution
-    0.618^iters·upper). Without any rise the search is rejected and ``step`` is 0.
-    """
-    if method not in LINE_SEARCHES:
-        raise ValueError(f"unknown line search {method!r}; choose from: {', '.join(LINE_SEARCHES)}")
-    n = max(1, math.ceil(math.log2(cap / init_step)))
-    ladder = init_step * 2.0 ** torch.arange(n, dtype=loss0.dtype, device=loss0.device)
-    rises = loss_at(ladder) > loss0
-    rejected = ~rises.any()
-    upper = ladder[rises.to(torch.uint8).argmax()]  # first rise (index 0 if none; masked below)
-    if method == "doubling":
-        steps = upper * torch.arange(1, grid + 1, dtype=loss0.dtype, device=loss0.device) / grid
-        best = steps[loss_at(steps).argmin()]
-    else:
-        best = _golden(loss_at, upper, golden_iters)
-    return LineSearchResult(torch.where(rejected, torch.zeros_like(best), best), rejected, upper)
-
-
-def _golden(loss_at: Callable[[Tensor], Tensor], upper: Tensor, iters: int) -> Tensor:
-    """Golden-section search for the minimum of a unimodal f on [0, upper], branch-free (tensor selects)."""
-    r = (math.sqrt(5) - 1) / 2
-    a, b = torch.zeros_like(upper), upper.clone()
-    c, d = b - r * (b - a), a + r * (b - a)
-    fc, fd = loss_at(torch.stack([c, d])).unbind()
-    for _ in range(iters):
-        left = fc < fd  # minimum in [a, d]
-        a, b = torch.where(left, a, c), torch.where(left, d, b)
-        new = torch.where(left, b - r * (b - a), a + r * (b - a))
-        fnew = loss_at(new.reshape(1))[0]
-        c, d, fc, fd = (torch.where(left, new, d), torch.where(left, c, new),
-                        torch.where(left, fnew, fd), torch.where(left, fc, fnew))
-    return (a + b) / 2
 
 
 def _at_least_f32(t: Tensor) -> Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def classifier_params(model: nn.Module) -> dict[str, Tensor]:
-    """The classifier's parameters θ as detached tensors (no copy)."""
-    return {n: p.detach() for n, p in model.classifier.named_parameters()}
-
-
-def minibatch_line_search(model: nn.Module, criterion: Callable[[Tensor, Tensor], Tensor], features: Tensor,
-                          y: Tensor, theta0: dict[str, Tensor], **search) -> tuple[LineSearchResult, dict[str, Tensor], Tensor]:
-    """Eq. 2–3 on one mini-batch with fixed ``features``: returns (search result, g = ∂L_B/∂θ at θ₀, ‖g‖).
-
-    ξ*_B = result.step · ‖g‖, because the search runs along the raw gradient.
-    """
-    clf = model.classifier
-
-    def loss(theta: dict[str, Tensor]) -> Tensor:
-        return criterion(functional_call(clf, theta, (features,)), y)
-
-    g = grad(loss)(theta0)
-    gnorm = torch.linalg.vector_norm(torch.stack([v.norm() for v in g.values()]))
-
-    def loss_along(t: Tensor) -> Tensor:
-        return loss({k: theta0[k] - t * g[k] for k in theta0})
-
-    result = line_search(vmap(loss_along), loss(theta0), **search)
-    return result, g, gnorm
-
-
-@register_rule("pof")
 class PoFRule(UpdateRule):
     """Algorithm 1 of the PoF paper as an update rule; the optimizer owns only ``model.features``.
 
@@ -130,6 +50,8 @@ class PoFRule(UpdateRule):
     ``pof_rejected`` (1 when the line search found no loss rise) and ``pof_perturbed_loss``.
     The returned loss is L_B̃ at the unperturbed (φ, θ₀).
     """
+
+    name = "pof"
 
     def __init__(self, search_batch_size: int = 256, line_search: str = "doubling", init_step: float = 1.0,
                  cap: float = 1e4, grid: int = 16, gamma: str = "uniform", gamma_max: float = 2.0,
@@ -207,12 +129,13 @@ class PoFRule(UpdateRule):
                 p.sub_(self.classifier_lr * g[k].to(p.dtype))
 
 
-@register_rule("classifier")
 class ClassifierRule(UpdateRule):
     """Fine-tune only the classifier on fixed features (POF-X1): the optimizer owns ``model.classifier``.
 
     The feature extractor runs in eval mode under no_grad, so φ — BN statistics included — is unchanged.
     """
+
+    name = "classifier"
 
     def trainable(self, model: nn.Module) -> Iterator[nn.Parameter]:
         return (p for p in model.classifier.parameters() if p.requires_grad)

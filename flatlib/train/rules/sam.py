@@ -14,33 +14,13 @@ base optimizer's step bit for bit (for models without dropout).
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 from torch import nn
 
-from flatlib.rules import StepContext, UpdateRule, register_rule
+from flatlib._torch import bn_stats_frozen
+from flatlib.train.rules.base import StepContext, UpdateRule
 
 
-@contextlib.contextmanager
-def bn_stats_frozen(model: nn.Module) -> Iterator[None]:
-    """Forward passes inside use batch statistics (in train mode) but leave BN running statistics untouched.
-
-    Turning ``track_running_stats`` off makes a training-mode BatchNorm normalise with the batch's
-    statistics without reading or writing its buffers; the flags are restored on exit.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    for m in bns:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in bns:
-            m.track_running_stats = True
-
-
-@register_rule("sam")
 class SAMRule(UpdateRule):
     """SAM (``adaptive=False``) or ASAM (``adaptive=True``) around the engine's base optimizer.
 
@@ -50,6 +30,7 @@ class SAMRule(UpdateRule):
         eta: ASAM's η.
     """
 
+    name = "sam"
     cuda_graphs = True  # two model calls per step; each gets its own CUDA graph (BN frozen in the second)
 
     def __init__(self, rho: float = 0.05, adaptive: bool = False, eta: float = 0.01) -> None:
