@@ -93,3 +93,34 @@ def test_parallel_workers_share_the_cpu_cores(monkeypatch):
     assert worker_env(None, workers=32)["OMP_NUM_THREADS"] == "1" and "CUDA_VISIBLE_DEVICES" not in worker_env(None, 1)
     monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's own setting wins
     assert worker_env(None, workers=4)["OMP_NUM_THREADS"] == "7"
+
+
+def test_runs_take_the_next_free_gpu():
+    """Runs of unequal length on fake GPU slots: a GPU never holds two runs, so none idles while another is doubled."""
+    import threading
+
+    from flatlib.pipeline.scheduler import map_on_slots
+
+    lock = threading.Lock()
+    busy: dict[str, int] = {"0": 0, "1": 0, "2": 0}
+    events: list[tuple[str, dict[str, int]]] = []
+    durations = [0.3, 0.02, 0.02, 0.25, 0.02, 0.02, 0.02, 0.15, 0.02, 0.02, 0.02, 0.02]
+
+    def run(seconds: float, gpu: str) -> str:
+        with lock:
+            busy[gpu] += 1
+            events.append((gpu, dict(busy)))
+        time.sleep(seconds)
+        with lock:
+            busy[gpu] -= 1
+        return gpu
+
+    used = list(map_on_slots(run, durations, ["0", "1", "2"]))
+    assert len(used) == len(durations) and set(used) == {"0", "1", "2"}
+    for gpu, snapshot in events:
+        assert snapshot[gpu] == 1, f"GPU {gpu} got a second run while {snapshot} were busy"
+    # with --jobs above the GPU count a GPU is shared by as many runs as it has slots, never more
+    busy.update({"0": 0, "1": 0})
+    events.clear()
+    list(map_on_slots(run, durations, ["0", "1", "0", "1"]))
+    assert max(snapshot[gpu] for gpu, snapshot in events) == 2

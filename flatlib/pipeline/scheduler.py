@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import TypeVar
 
 from filelock import Timeout
 from tqdm.auto import tqdm
@@ -24,6 +27,8 @@ from tqdm.auto import tqdm
 from flatlib.pipeline.registry import execute, notebook_classes, notebooks
 from flatlib.store import Store
 from flatlib.train import TrainConfig
+
+T, S, R = TypeVar("T"), TypeVar("S"), TypeVar("R")
 
 
 def plans(profile: str, only: str | None = None) -> dict[str, list[TrainConfig]]:
@@ -118,6 +123,30 @@ def _train_slurm_entry(cfg_dict: dict, profile: str, root: str) -> dict:
     return train(TrainConfig.from_dict(cfg_dict), Store(profile, root)).summary
 
 
+def map_on_slots(fn: Callable[[T, S], R], items: Iterable[T], slots: Sequence[S]) -> Iterator[R]:
+    """``fn(item, slot)`` for every item, in parallel, each on a slot that is free when it starts.
+
+    The slots (GPU ids, or ``None`` for CPU workers) wait in a queue; a worker takes the next free
+    one, runs, and puts it back. So a slot never serves more runs at once than it appears in
+    ``slots``, however unequal the runs' lengths (assigning slots at submission, ``slots[i % n]``,
+    can stack two runs on one GPU while another sits idle). Results come in order of completion.
+    """
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for slot in slots:
+        free.put(slot)
+
+    def on_a_free_slot(item: T) -> R:
+        slot = free.get()
+        try:
+            return fn(item, slot)
+        finally:
+            free.put(slot)
+
+    with ThreadPoolExecutor(max_workers=max(len(slots), 1)) as pool:
+        for fut in as_completed([pool.submit(on_a_free_slot, item) for item in items]):
+            yield fut.result()
+
+
 def _slots(args: argparse.Namespace) -> list[str | None]:
     if args.gpus:
         gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
@@ -156,17 +185,16 @@ def run_all(args: argparse.Namespace) -> int:
     else:
         slots = _slots(args)
         # parents first: a child waits on its parent's lock anyway, but this keeps workers busy
-        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-            futures = [pool.submit(_train_local, c, args.profile, slots[i % len(slots)], store, len(slots))
-                       for i, c in enumerate(pending)]
-            for fut in as_completed(futures):
-                cfg, code, log = fut.result()
-                if code == 0:
-                    bar.write(f"done   {cfg.model}/{cfg.rule} seed={cfg.seed} {cfg.key()}")
-                else:
-                    failed.append(cfg.key())
-                    bar.write(f"FAILED {cfg.key()} {json.dumps(cfg.to_dict(hashed_only=True))} (log: {log})")
-                bar.update()
+        def train_one(cfg: TrainConfig, gpu: str | None) -> tuple[TrainConfig, int, Path]:
+            return _train_local(cfg, args.profile, gpu, store, len(slots))
+
+        for cfg, code, log in map_on_slots(train_one, pending, slots):
+            if code == 0:
+                bar.write(f"done   {cfg.model}/{cfg.rule} seed={cfg.seed} {cfg.key()}")
+            else:
+                failed.append(cfg.key())
+                bar.write(f"FAILED {cfg.key()} {json.dumps(cfg.to_dict(hashed_only=True))} (log: {log})")
+            bar.update()
     bar.close()
     if not args.no_notebooks:
         for name in notebooks():
