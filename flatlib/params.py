@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
 import types
 import typing
@@ -144,6 +145,8 @@ def _scalar(v: Any, t: type, fail) -> Any:
     if t is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise fail("expected a number")
+        if not math.isfinite(v):
+            raise fail("must be a finite number")
         return float(v)
     if t is str:
         if not isinstance(v, str):

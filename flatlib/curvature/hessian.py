@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp
 
+from flatlib._checks import finite_floats
 from flatlib.curvature.functional import Data, FunctionalLoss, LossFn, ParamSpec, iterate_batches, unflatten
 from flatlib.curvature.operator import LinearOperator
 from flatlib.curvature.progress import progress_bar
@@ -51,6 +52,7 @@ class HessianOperator(LinearOperator):
         torch.Size([26])
     """
 
+    @finite_floats
     def __init__(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None,
                  params: ParamSpec = None, bn_mode: str = "eval", dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None, batch_size: int | None = None,

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from flatlib._checks import finite_floats
 from flatlib.curvature.functional import Data, FunctionalLoss, LossFn, ParamSpec, select_parameters, unflatten
 
 
@@ -39,6 +40,7 @@ def filter_normalized_direction(model: nn.Module, *, seed: int = 0, params: Para
     return torch.cat([p.reshape(-1) for p in parts])
 
 
+@finite_floats
 def landscape_1d(model: nn.Module, data: Data | Mapping[str, Data], direction: Tensor, alphas: Iterable[float], *,
                  loss_fn: LossFn | None = None, params: ParamSpec = None, bn_mode: str = "eval",
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
@@ -52,6 +54,7 @@ def landscape_1d(model: nn.Module, data: Data | Mapping[str, Data], direction: T
     return pd.DataFrame([{"alpha": c[0], "loss": loss, "split": split} for c, loss, split in rows])
 
 
+@finite_floats
 def landscape_2d(model: nn.Module, data: Data | Mapping[str, Data], d1: Tensor, d2: Tensor,
                  alphas: Iterable[float], betas: Iterable[float], *, loss_fn: LossFn | None = None,
                  params: ParamSpec = None, bn_mode: str = "eval", dtype: torch.dtype | None = None,

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from flatlib._checks import finite_floats
 from flatlib.estimate import Estimate
 from flatlib.fisher.jacobian import BN_CHUNK, BNMode, bn_mode_context, detached_state, fisher_bn_mode, per_sample_grads
 
@@ -157,6 +158,7 @@ def input_jacobian_sq_norms(model: nn.Module, x: torch.Tensor, *, bn_mode: BNMod
     return torch.cat(out)
 
 
+@finite_floats
 def fim_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_prime: int = 100,
                 num_subsets: int = 100, seed: int = 0, logit_norm: float | None = None,
                 bn_mode: BNMode = "eval", chunk_size: int | None = None, convention: Convention = "paper",
@@ -190,6 +192,7 @@ def fim_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_prime: 
     return {m: Estimate.from_samples(s) for m, s in samples.items()}
 
 
+@finite_floats
 def fisher_log_det(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_prime: int = 100,
                    num_subsets: int = 100, seed: int = 0, logit_norm: float | None = None,
                    bn_mode: BNMode = "eval", chunk_size: int | None = None, convention: Convention = "paper",

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from flatlib._checks import finite_floats
 from flatlib._torch import bn_mode
 from flatlib.curvature import lanczos, landscape_1d
 from flatlib.measures.sharpness import Data, _hessian
@@ -29,6 +30,7 @@ class LineSearchResult:
     upper: Tensor
 
 
+@finite_floats
 def line_search(loss_at: Callable[[Tensor], Tensor], loss0: Tensor, *, method: str = "doubling",
                 init_step: float = 1.0, cap: float = 1e4, grid: int = 16, golden_iters: int = 24) -> LineSearchResult:
     """Minimise a 1-D function f(t), t ≥ 0, with f(0) = ``loss0``, the official PoF way.
@@ -102,6 +104,7 @@ def _features(model: nn.Module, x: Tensor) -> Tensor:
         return model.features(x)
 
 
+@finite_floats
 def classifier_delta_l(model: nn.Module, train: Data, test: Data, *, step: float = 0.1, num_iters: int = 20,
                        tol: float = 1e-3, seed: int = 0) -> dict[str, float]:
     """PoF's final-layer sharpness (POF-F1c, Fig. 1): ``clf_lambda1`` and ``delta_l``.

@@ -7,9 +7,11 @@ import copy
 import torch
 from torch import nn
 
+from flatlib._checks import finite_floats
 from flatlib.models.base import weight_layers
 
 
+@finite_floats
 def rescale_layers(model: nn.Module, layer: int, alpha: float) -> nn.Module:
     """A copy computing the same function: weight layer ``layer`` (index into ``weight_layers``) and its bias
     are multiplied by α > 0 and the next weight layer's weight divided by α.
@@ -33,6 +35,7 @@ def rescale_layers(model: nn.Module, layer: int, alpha: float) -> nn.Module:
     return out
 
 
+@finite_floats
 def scale_before_batchnorm(model: nn.Module, alpha: float) -> nn.Module:
     """A copy computing the same function in eval mode: every weight layer that feeds a BatchNorm is scaled by α > 0.
 

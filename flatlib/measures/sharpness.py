@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from flatlib._checks import finite_floats
 from flatlib._torch import bn_mode
 from flatlib.curvature import HessianOperator, frobenius_norm_sq, hutchpp_trace, lanczos
 from flatlib.fisher import fim_metrics
@@ -62,6 +63,7 @@ def _hessian(model: nn.Module, data: Data, params: str | None = None, loss_fn: L
 
 
 # ------------------------------------------------------------------------------------ curvature (FF)
+@finite_floats
 def hessian_lambda1(model: nn.Module, data: Data, *, num_iters: int = 20, tol: float = 1e-3, seed: int = 0,
                     loss_fn: LossFn | None = None) -> float:
     """λ1(∇²L): the top Hessian eigenvalue of the mean training loss on ``data`` (Lanczos, BN eval).
@@ -99,6 +101,7 @@ def fisher_measures(model: nn.Module, data: Data, *, n_prime: int = 50, num_subs
 
 
 # ------------------------------------------------------------------------------------------ scale-aware
+@finite_floats
 def adaptive_sharpness(model: nn.Module, data: Data, *, rho: float = 0.5, steps: int = 5, seed: int = 0,
                        loss_fn: LossFn | None = None) -> float:
     """Adaptive worst-case sharpness (ASAM, Kwon et al. 2021): max_{‖T_w⁻¹ε‖₂ ≤ ρ} L(w + ε) − L(w), T_w = diag|w|.
@@ -145,6 +148,7 @@ def adaptive_sharpness(model: nn.Module, data: Data, *, rho: float = 0.5, steps:
     return best
 
 
+@finite_floats
 def pac_bayes_sigma(model: nn.Module, data: Data, *, threshold: float = 0.1, num_samples: int = 8, iters: int = 15,
                     magnitude_aware: bool = False, sigma_init: float = 0.01, seed: int = 0,
                     loss_fn: LossFn | None = None, chunk: int = 16) -> float:
@@ -185,6 +189,7 @@ def pac_bayes_sigma(model: nn.Module, data: Data, *, threshold: float = 0.1, num
 
 
 # ------------------------------------------------------------------------------------------ baselines
+@finite_floats
 def output_margin(model: nn.Module, data: Data, *, quantile: float = 0.1) -> float:
     """The ``quantile`` (10th percentile) over ``data`` of the logit margin f_y(x) − max_{j≠y} f_j(x) (BN eval).
 

@@ -26,13 +26,20 @@ def _die(msg: str) -> None:
 
 
 def parse_value(text: str) -> Any:
-    """Parse a ``-p`` value like papermill does: YAML scalars and lists, else the raw string."""
+    """Parse a ``-p`` value like papermill does: YAML scalars and lists; else a number if ``float()``
+    reads one (papermill turns ``inf`` and ``nan`` into floats, which validation then rejects); else the raw string."""
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
-        return text
+        value = text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def resolve_notebook(name: str) -> str:

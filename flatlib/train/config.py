@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from flatlib._checks import finite
 from flatlib.store import config_hash
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -117,9 +118,22 @@ def positive(name: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"invalid {name}={value!r}; must be {'>= 0' if allow_zero else '> 0'}")
 
 
+def _finite_fields(c: TrainConfig) -> None:
+    """No NaN or ±inf anywhere: numeric fields, and the numbers in the ``*_kwargs`` dictionaries."""
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        if isinstance(value, dict):
+            for k, v in value.items():
+                finite(f"{f.name}[{k!r}]", v, ConfigError)
+        elif not isinstance(value, TrainConfig):
+            finite(f.name, value, ConfigError)
+
+
 def _validate(c: TrainConfig) -> None:
     from flatlib.data import AUGMENTATIONS, DATASETS
     from flatlib.models import MODELS
+
+    _finite_fields(c)
 
     choice("dataset", c.dataset, DATASETS)
     choice("model", c.model, MODELS)

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
+from flatlib._checks import finite_floats
 from flatlib.train.rules.base import StepContext, UpdateRule
 
 Tree = dict[str, torch.Tensor]
@@ -130,6 +131,7 @@ class FisherRule(UpdateRule):
     # inside vmap", seen on an H100 with torch 2.11): the engine keeps this rule's model in NCHW
     channels_last = False
 
+    @finite_floats
     def __init__(self, alpha: float = 1e-4, beta: float = 10.0, num_subbatches: int = 8, start_epoch: int = 0,
                  clip_tau: float | None = None, first_order: bool = True, batched: bool = True,
                  reuse_mean_grad: bool | None = None):

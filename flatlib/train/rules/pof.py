@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
+from flatlib._checks import finite_floats
 from flatlib._torch import bn_stats_frozen
 from flatlib.measures.classifier import LINE_SEARCHES, classifier_params, minibatch_line_search
 from flatlib.train.rules.base import StepContext, UpdateRule
@@ -53,6 +54,7 @@ class PoFRule(UpdateRule):
 
     name = "pof"
 
+    @finite_floats
     def __init__(self, search_batch_size: int = 256, line_search: str = "doubling", init_step: float = 1.0,
                  cap: float = 1e4, grid: int = 16, gamma: str = "uniform", gamma_max: float = 2.0,
                  gamma_ramp_steps: int = 1000, classifier_lr: float = 0.0) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from flatlib._checks import finite_floats
 from flatlib._torch import bn_stats_frozen
 from flatlib.train.rules.base import StepContext, UpdateRule
 
@@ -33,6 +34,7 @@ class SAMRule(UpdateRule):
     name = "sam"
     cuda_graphs = True  # two model calls per step; each gets its own CUDA graph (BN frozen in the second)
 
+    @finite_floats
     def __init__(self, rho: float = 0.05, adaptive: bool = False, eta: float = 0.01) -> None:
         if rho < 0:
             raise ValueError(f"rho must be >= 0, got {rho}")
