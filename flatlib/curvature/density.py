@@ -20,7 +20,7 @@ from torch import Tensor
 from flatlib._checks import finite_floats
 from flatlib.curvature.lanczos import lanczos_tridiagonal
 from flatlib.curvature.operator import LinearOperator, as_operator
-from flatlib.curvature.progress import progress_bar
+from flatlib.progress import progress_bar
 from flatlib.curvature.trace import random_vectors
 
 

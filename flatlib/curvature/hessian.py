@@ -19,7 +19,7 @@ from torch.func import grad, jvp
 from flatlib._checks import finite_floats
 from flatlib.curvature.functional import Data, FunctionalLoss, LossFn, ParamSpec, iterate_batches, unflatten
 from flatlib.curvature.operator import LinearOperator
-from flatlib.curvature.progress import progress_bar
+from flatlib.progress import progress_bar
 from flatlib.torch_compat import load_jvp_decompositions_quietly
 
 load_jvp_decompositions_quietly()

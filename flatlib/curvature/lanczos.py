@@ -18,7 +18,7 @@ from torch import Tensor
 
 from flatlib._checks import finite_floats
 from flatlib.curvature.operator import LinearOperator, as_operator
-from flatlib.curvature.progress import progress_bar
+from flatlib.progress import progress_bar
 
 
 @dataclass(frozen=True)

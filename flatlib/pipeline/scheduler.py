@@ -25,6 +25,7 @@ from filelock import Timeout
 from tqdm.auto import tqdm
 
 from flatlib.pipeline.registry import execute, notebook_classes, notebooks
+from flatlib.progress import disable
 from flatlib.store import Store
 from flatlib.train import TrainConfig
 
@@ -92,7 +93,7 @@ def worker_env(gpu: str | None, workers: int) -> dict[str, str]:
     least 1) so that parallel workers do not oversubscribe the machine; a value the user already
     exported wins. ``gpu`` pins the process to that device.
     """
-    env = {**os.environ, "FLATLIB_QUIET": "1"}
+    env = {**os.environ, "FLATLIB_QUIET": "1", "TQDM_DISABLE": "1"}
     threads = str(max(1, (os.cpu_count() or 1) // max(workers, 1)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, threads)
@@ -164,7 +165,7 @@ def run_all(args: argparse.Namespace) -> int:
     pending = _pending(args.profile, args.only)
     failed: list[str] = []
     print(f"run-all {args.profile}: {len(pending)} runs to train ({store.dir})", flush=True)
-    bar = tqdm(total=len(pending), desc="runs", disable=not pending)
+    bar = tqdm(total=len(pending), desc="runs", disable=disable(bool(pending)))
     if args.executor == "slurm":
         import submitit
 

@@ -14,7 +14,6 @@ import functools
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from flatlib._torch import weight_norm
 from flatlib.data import ArrayDataset, BatchLoader, confusion_dataset, load_dataset, subset
 from flatlib.models import build_model
+from flatlib.progress import disable, quiet  # noqa: F401  (quiet: used by the experiments)
 from flatlib.store import Store
 from flatlib.train.config import CUDA_GRAPH_MODES, TrainConfig
 from flatlib.train.optim import Plateau, build_optimizer, lr_at, set_lr
@@ -65,11 +65,6 @@ class TrainResult:
     def frame(self) -> pd.DataFrame:
         """Per-epoch records as a tidy DataFrame."""
         return pd.DataFrame(self.records)
-
-
-def quiet() -> bool:
-    """True when progress bars should be off (CI, non-interactive, or FLATLIB_QUIET set)."""
-    return bool(os.environ.get("CI") or os.environ.get("FLATLIB_QUIET")) or not sys.stderr.isatty()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -273,7 +268,7 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
         torch.set_rng_state(state["rng"].cpu())
         records, logs, start = json.loads(state["records"]), json.loads(state["logs"]), state["epoch"]
 
-    bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.model}/{cfg.rule}", disable=not cfg.progress or quiet(),
+    bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.model}/{cfg.rule}", disable=disable(cfg.progress),
                initial=start, total=cfg.epochs, leave=False)
     step = start * len(train_batches)
     for epoch in bar:
