@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cases import assert_untouched as assert_unchanged
+from cases import snapshot
 from flatlib.fisher import fim_metrics, fisher_log_det, per_sample_grads
-from flatlib.train.rules.fisher import FisherRule, fisher_regularizer
 from flatlib.fisher.metrics import subsets
 from flatlib.train.rules import StandardRule, StepContext, build_rule
+from flatlib.train.rules.fisher import FisherRule, fisher_regularizer
 
 DT = torch.float64
 
@@ -37,25 +39,6 @@ def data(model: nn.Module, n: int, seed: int = 1) -> tuple[torch.Tensor, torch.T
     g = torch.Generator().manual_seed(seed)
     shape = (n, 6) if isinstance(model[0], nn.Linear) else (n, 2, 5, 5)
     return torch.randn(shape, generator=g, dtype=DT), torch.randint(0, 4, (n,), generator=g)
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "grad": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "training": [m.training for m in model.modules()],
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert after["requires_grad"] == before["requires_grad"]
-    assert after["training"] == before["training"]
-    for k, v in before["state"].items():
-        assert torch.equal(after["state"][k], v), k
-    for k, v in before["grad"].items():
-        assert (v is None and after["grad"][k] is None) or torch.equal(after["grad"][k], v), k
 
 
 def loop_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=F.cross_entropy) -> torch.Tensor:

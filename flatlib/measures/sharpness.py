@@ -23,12 +23,11 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from flatlib._checks import finite_floats
-from flatlib._torch import bn_mode
+from flatlib._torch import bn_mode, functional_loss
 from flatlib.curvature import HessianOperator, frobenius_norm_sq, hutchpp_trace, lanczos
 from flatlib.fisher import fim_metrics
 
@@ -43,18 +42,11 @@ def _params(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _functional_loss(model: nn.Module, data: Data, loss_fn: LossFn | None = None) -> Callable[[dict[str, Tensor]], Tensor]:
-    """w ↦ mean loss over ``data`` with BN in eval mode; call it inside ``bn_mode(model, "eval")``.
-
-    Buffers are cloned, so nothing the forward pass does reaches the model.
-    """
+    """w ↦ mean loss over ``data`` (``flatlib._torch.functional_loss`` on cloned buffers); call it inside
+    ``bn_mode(model, "eval")``."""
     x, y = data
-    loss_fn = loss_fn or F.cross_entropy
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-
-    def loss(w: dict[str, Tensor]) -> Tensor:
-        return loss_fn(functional_call(model, {**w, **buffers}, (x,)), y)
-
-    return loss
+    loss = functional_loss(model, loss_fn)
+    return lambda w: loss(w, x, y)
 
 
 def _hessian(model: nn.Module, data: Data, params: str | None = None, loss_fn: LossFn | None = None) -> HessianOperator:
