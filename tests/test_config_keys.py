@@ -18,8 +18,8 @@ PINNED = [
     (dict(), "0fdd52b498223b0d"),
     (dict(dataset="cifar10", model="resnet20", rule="sam", rule_kwargs={"rho": 0.05}, schedule="multistep",
           milestones=(2, 4), epochs=5, augment="1-crop-f"), "2665ae4c8865667f"),
-    (dict(optimizer="adamw", schedule="linear_decay", averaging_start=3, epochs=4, lr=1e-3, weight_decay=0.25,
-          rule_kwargs={"averaging_lr": 5e-4}), "cdf4e7a1925b64a3"),
+    (dict(optimizer="adamw", schedule="linear_decay", averaging_start=3, epochs=4, lr=1e-3, weight_decay=0.25),
+     "40c14ed678281e13"),
     (dict(parent=TrainConfig(epochs=3), parent_epoch=2, rule="pof", seed=3), "89b98af2be4f6c4f"),
 ]
 
@@ -36,3 +36,17 @@ def test_committed_default_results_keep_their_keys():
     for f in files:
         entry = json.loads(f.read_text())
         assert TrainConfig.from_dict(entry["config"]).key() == entry["key"], f.name
+
+
+def test_averaging_lr_is_a_field_written_only_when_set():
+    from flatlib.train import ConfigError
+    from flatlib.train.optim import lr_at
+
+    base = TrainConfig(optimizer="adamw", schedule="linear_decay", averaging_start=3, epochs=4, lr=1e-3)
+    assert "averaging_lr" not in base.to_dict() and "averaging_lr" not in base.to_dict(hashed_only=True)
+    set_ = base.replace(averaging_lr=4e-4)
+    assert set_.to_dict()["averaging_lr"] == 4e-4 and set_.key() != base.key()
+    assert lr_at(set_, 3) == pytest.approx(4e-4) and lr_at(base, 3) == pytest.approx(5e-4)
+    assert TrainConfig.from_dict(set_.to_dict()) == set_
+    with pytest.raises(ConfigError, match="averaging_lr is a TrainConfig field"):
+        TrainConfig(rule_kwargs={"averaging_lr": 1e-3})

@@ -453,3 +453,16 @@ def test_validation_holdout_partitions_the_training_split_the_same_way_every_tim
     assert len(torch.cat([a.x_train, a.x_test])) == full.n_train and (a.mean, a.std) == (full.mean, full.std)
     with pytest.raises(ValueError, match="validation hold-out"):
         load_dataset("digits", validation=full.n_train)
+
+
+def test_split_tensors_is_the_loaders_preprocessing():
+    from flatlib.data import BatchLoader, load_dataset, split_tensors
+
+    ds = load_dataset("toy")
+    x, y = split_tensors(ds, "train", drop_last=10)
+    ref_x, ref_y = next(iter(BatchLoader(ds.x_train, ds.y_train, ds.n_train, shuffle=False, mean=ds.mean, std=ds.std)))
+    assert torch.equal(x, ref_x[:-10]) and torch.equal(y, ref_y[:-10])
+    xt, yt = split_tensors(ds, "test", n=7)
+    assert len(yt) == 7 and xt.dtype == torch.float32
+    with pytest.raises(ValueError, match="invalid split='val'"):
+        split_tensors(ds, "val")

@@ -22,6 +22,9 @@ COMPILE_MODES = ("auto", False, True, "default", "reduce-overhead", "max-autotun
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # replayed as CUDA graphs: mark each step's start
 # fields that change how fast a run goes, never what it computes
 NOT_HASHED = {"device", "compile", "progress", "snapshot_epochs", "amp", "channels_last"}
+# fields added after results were first stored: written (and hashed) only when set, so that the
+# configs without them keep their store keys
+WRITTEN_WHEN_SET = {"averaging_lr"}
 
 
 class ConfigError(ValueError):
@@ -59,6 +62,7 @@ class TrainConfig:
     parent: "TrainConfig | None" = None  # start from this run's weights ...
     parent_epoch: int | None = None      # ... at this epoch (None: its last)
     seed: int = 0
+    averaging_lr: float | None = None   # FF Eq. 15: the lr α_avg during averaging (None: lr / 2)
     # not hashed: how the run executes
     device: str = "auto"
     amp: bool = True                    # bf16 autocast on CUDA (ignored on CPU)
@@ -74,9 +78,9 @@ class TrainConfig:
     def to_dict(self, hashed_only: bool = False) -> dict[str, Any]:
         d = {}
         for f in dataclasses.fields(self):
-            if hashed_only and f.name in NOT_HASHED:
-                continue
             v = getattr(self, f.name)
+            if (hashed_only and f.name in NOT_HASHED) or (f.name in WRITTEN_WHEN_SET and v is None):
+                continue
             if isinstance(v, TrainConfig):
                 v = v.to_dict(hashed_only)
             elif isinstance(v, tuple):
@@ -154,6 +158,12 @@ def _validate(c: TrainConfig) -> None:
         raise ConfigError("schedule='multistep' needs milestones, e.g. milestones=(60, 120, 160)")
     if c.averaging_start is not None and not 1 <= c.averaging_start <= c.epochs:
         raise ConfigError(f"invalid averaging_start={c.averaging_start!r}; must be in [1, epochs={c.epochs}]")
+    if c.averaging_lr is not None:
+        positive("averaging_lr", c.averaging_lr)
+        if c.averaging_start is None:
+            raise ConfigError("averaging_lr is set but averaging_start is None")
+    if "averaging_lr" in c.rule_kwargs:
+        raise ConfigError("averaging_lr is a TrainConfig field, not a rule argument: TrainConfig(averaging_lr=...)")
     if c.parent_epoch is not None and c.parent is None:
         raise ConfigError("parent_epoch is set but parent is None")
     if c.parent is not None and c.parent_epoch is not None and not 1 <= c.parent_epoch <= c.parent.epochs:

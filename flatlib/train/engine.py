@@ -34,7 +34,6 @@ from flatlib.train.optim import Plateau, build_optimizer, lr_at, set_lr
 from flatlib.train.rules import StepContext, build_rule
 
 # rule_kwargs the engine itself consumes (schedule of iterate averaging), not passed to the rule
-_ENGINE_RULE_KEYS = {"averaging_lr"}
 
 
 def dist_info() -> tuple[int, int]:
@@ -219,7 +218,7 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
     if cuda:
         # every step has the same input shape (the last batch aside): let cuDNN pick the fastest kernels
         torch.backends.cudnn.benchmark = True
-    rule = build_rule(cfg.rule, **{k: v for k, v in cfg.rule_kwargs.items() if k not in _ENGINE_RULE_KEYS})
+    rule = build_rule(cfg.rule, **cfg.rule_kwargs)
     channels_last = cuda and cfg.channels_last and rule.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -30,7 +30,7 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     - ``constant``; ``multistep``: ×``lr_factor`` at each milestone epoch (the PoF/WRN recipe);
     - ``linear_decay``: FF Eq. 14 (after Izmailov et al. 2018): with t = epoch/T, constant to
       t = 0.5, linear decay to r·α0 at t = 0.9, then constant. With iterate averaging (Eq. 15)
-      T is the averaging start and the schedule ends at α_avg = ``rule_kwargs['averaging_lr']``
+      T is the averaging start and the schedule ends at α_avg = ``cfg.averaging_lr``
       (default α0/2, the SWA codebase's setting used by FF's Gadam code).
     """
     base = cfg.lr
@@ -40,7 +40,7 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
         return base * cfg.lr_factor ** sum(epoch >= m for m in cfg.milestones)
     if cfg.averaging_start is not None:
         horizon = cfg.averaging_start - 1
-        end_ratio = cfg.rule_kwargs.get("averaging_lr", base / 2) / base
+        end_ratio = (cfg.averaging_lr if cfg.averaging_lr is not None else base / 2) / base
     else:
         horizon, end_ratio = cfg.epochs, cfg.final_lr_ratio
     t = epoch / max(horizon, 1)
