@@ -97,7 +97,7 @@ class Params:
 
         rows = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(repr(v))}</code></td></tr>"
                        for k, v in self.as_dict().items())
-        return ('<table class="dataframe flatlib-params"><thead><tr><th>parameter</th><th>value</th></tr></thead>'
+        return ('<table class="dataframe flatlib-params"><thead><tr><th style="text-align: left">parameter</th><th style="text-align: left">value</th></tr></thead>'
                 f"<tbody>{rows}</tbody></table>")
 
 
