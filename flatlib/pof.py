@@ -1,4 +1,4 @@
-"""PoF: post-training of the feature extractor (Kim et al., ICML 2022, Algorithm 1).
+"""PoF: post-training of the feature extractor (Sato, Yamada, Tanaka, Inoue & Kawakami, ICML 2022, Algorithm 1).
 
 The classifier θ₀ of an already trained model stays fixed; only the feature extractor φ learns.
 Each step:
