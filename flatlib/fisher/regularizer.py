@@ -31,8 +31,12 @@ clone channels_last tensors on CUDA); the update is copied back in each paramete
 Precision: α g_i is ~1e-4 of the weights, below bf16 resolution, so the sub-batch passes run in
 the parameters' dtype with autocast disabled (TF32 convolutions, if enabled, also blur it).
 
-Non-finite contract: if L(B, w) or R_α is NaN/Inf the optimizer is NOT stepped and the
-non-finite objective L + βR is returned, so the engine's finiteness check stops the run.
+Non-finite contract: if L(B, w) or R_α is NaN/Inf the gradient handed to the optimizer is zero
+(so no NaN reaches the weights, the momentum or, with ``reuse_mean_grad``, the BN statistics) and
+the non-finite objective L + βR is returned, so the engine's finiteness check stops the run. The
+test is a device-side select, not a host read: the step makes no host synchronisation. (The
+optimizer still steps, with a zero gradient: weight decay and momentum move the weights once,
+finitely; the engine never saves them.)
 """
 from __future__ import annotations
 
@@ -194,25 +198,25 @@ class FisherRule(UpdateRule):
         loss = l1.mean() if reuse else ctx.loss(x, y)
         ctx.log("fisher_reg", reg)
         objective_value = (loss + self.beta * reg).detach()
-        if not bool(torch.isfinite(objective_value)):
-            return objective_value
+        finite = torch.isfinite(objective_value)  # stays on the device: no host sync per step
         if reuse:
-            self._update_bn_stats(bn, bufs)
+            self._update_bn_stats(bn, bufs, finite)
         else:
             loss.backward()
+        zero = torch.zeros((), dtype=objective_value.dtype, device=objective_value.device)
         for n, p in named:
             u = update[n] if update[n].stride() == p.stride() else torch.empty_like(p).copy_(update[n])
-            p.grad = u if p.grad is None else p.grad + u
+            p.grad = torch.where(finite, u if p.grad is None else p.grad + u, zero)
         self._finish(ctx)
-        return loss.detach()
+        return torch.where(finite, loss.detach(), objective_value)
 
     @staticmethod
     @torch.no_grad()
-    def _update_bn_stats(bn: list[tuple[str, nn.Module]], lanes: Tree) -> None:
-        """Running stats ← average of the per-sub-batch updated copies (counters: any copy)."""
+    def _update_bn_stats(bn: list[tuple[str, nn.Module]], lanes: Tree, finite: torch.Tensor) -> None:
+        """Running stats ← average of the per-sub-batch updated copies (counters: any copy); kept when not ``finite``."""
         for prefix, mod in bn:
             for k in ("running_mean", "running_var", "num_batches_tracked"):
                 buf = getattr(mod, k, None)
                 if buf is not None:
                     stacked = lanes[f"{prefix}.{k}" if prefix else k]
-                    buf.copy_(stacked.mean(0) if stacked.is_floating_point() else stacked[0])
+                    buf.copy_(torch.where(finite, stacked.mean(0) if stacked.is_floating_point() else stacked[0], buf))
