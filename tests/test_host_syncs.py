@@ -43,6 +43,8 @@ CASES = [
     ("fisher", {"num_subbatches": 4, "batched": False}, "linear"),
     ("fisher", {"num_subbatches": 4, "first_order": False}, "linear"),
     ("fisher", {"num_subbatches": 4, "clip_tau": 1.0}, "linear"),
+    ("fisher", {"num_subbatches": 4, "gradient": "hvp"}, "linear"),
+    ("fisher", {"num_subbatches": 4, "gradient": "hvp", "batched": False}, "linear"),
 ]
 
 
