@@ -89,9 +89,18 @@ class Params:
         """
         return []
 
-    def _repr_markdown_(self) -> str:
-        rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in self.as_dict().items())
-        return f"| parameter | value |\n|---|---|\n{rows}"
+    def _repr_html_(self) -> str:
+        """The resolved parameters as an HTML table (one row per field, values as their ``repr``).
+
+        HTML rather than Markdown: a Markdown table in a cell output reaches the built book as one
+        paragraph of pipes. Names and values are HTML-escaped.
+        """
+        import html
+
+        rows = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(repr(v))}</code></td></tr>"
+                       for k, v in self.as_dict().items())
+        return ('<table class="dataframe flatlib-params"><thead><tr><th style="text-align: left">parameter</th><th style="text-align: left">value</th></tr></thead>'
+                f"<tbody>{rows}</tbody></table>")
 
 
 def notebook_params(name: str, namespace: dict[str, Any]) -> Params:

@@ -7,7 +7,7 @@ optimizer from the config): channels_last is a layout change, so it must agree t
 rounding; ``torch.compile`` must agree to float32 rounding; bf16 autocast (8-bit mantissa,
 relative rounding 2^-9 per op) must give the same losses to 1 % and an update in the same
 direction. On CPU, autocast runs in bf16 on the CPU; a CUDA machine also checks
-``flatlib.engine.train`` end to end. No timing here: speed is measured by
+``flatlib.train.engine.train`` end to end. No timing here: speed is measured by
 ``benchmarks/train_throughput.py``.
 """
 from __future__ import annotations

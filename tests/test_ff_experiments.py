@@ -12,40 +12,14 @@ from flatlib.experiments import ff
 from flatlib.store import Store
 
 
-def _frame(means: dict[float, tuple[float, float]]) -> pd.DataFrame:
-    """Two seeds per setting at mean ± 1 (std √2 for two points at ±1)."""
-    rows = []
-    for wd, (lam, acc) in means.items():
-        for seed, d in ((0, -1.0), (1, 1.0)):
-            rows.append({"weight_decay": wd, "seed": seed, "lambda_1": lam + d, "test_acc": acc + d})
-    return pd.DataFrame(rows)
-
-
-def test_verdict_rule_held_partly_not():
-    order = [0.0, 1e-4, 5e-4]
-    held = _frame({0.0: (1, 90), 1e-4: (10, 95), 5e-4: (20, 99)})
-    assert ff.ordered(held, "weight_decay", order, ("lambda_1", "test_acc"))[0] == "held"
-    overlap = _frame({0.0: (1, 90), 1e-4: (2, 95), 5e-4: (20, 99)})  # λ1 1 → 2: intervals of ±√2 overlap
-    assert ff.ordered(overlap, "weight_decay", order, ("lambda_1", "test_acc"))[0] == "partly held"
-    falls = _frame({0.0: (1, 90), 1e-4: (10, 95), 5e-4: (5, 99)})
-    assert ff.ordered(falls, "weight_decay", order, ("lambda_1", "test_acc"))[0] == "did not hold"
-    # the accuracy half of the claim matters unless the claim is about λ1 only (FF-F3)
-    acc_falls = _frame({0.0: (1, 99), 1e-4: (10, 95), 5e-4: (20, 90)})
-    assert ff.ordered(acc_falls, "weight_decay", order, ("lambda_1", "test_acc"))[0] == "did not hold"
-    assert ff.ordered(acc_falls, "weight_decay", order, ("lambda_1",))[0] == "held"
-
-
-def test_verdict_values_are_means_and_stds_in_order():
-    f = _frame({0.0: (1, 90), 5e-4: (20, 99)})
-    _, values = ff.ordered(f, "weight_decay", [0.0, 5e-4], ("lambda_1",))
-    assert values["lambda_1_mean"] == [1.0, 20.0]
-    np.testing.assert_allclose(values["lambda_1_std"], [np.sqrt(2)] * 2)
-
-
-def test_paired_rises_counts_per_seed():
-    f = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "weight_decay": [0, 1, 2] * 2,
-                      "lambda_1": [1.0, 2.0, 3.0, 5.0, 4.0, 6.0]})
-    assert ff.paired_rises(f, "weight_decay", [0, 1, 2], "lambda_1") == (3, 4)
+def test_integrated_decay_of_the_paper_softmax_run():
+    """FF-F1's paper run: 1000 epochs, lr 0.01 under Eq. 14 (mean lr ≈ 0.703·α0), 352 steps per epoch, wd 5e-4."""
+    p = ff.SoftmaxParams.resolve(profile="paper")
+    expected = 5e-4 * 352 * sum(ff.lr_at(c, e) for c in p.plan()[-1:] for e in range(1000))
+    assert ff.paper_decay_integral(p) == pytest.approx(expected)
+    assert ff.paper_decay_integral(p) == pytest.approx(0.703 * 0.01 * 1000 * 352 * 5e-4, rel=2e-3)
+    cfg = p.plan()[0].replace(weight_decay=0.0)
+    assert ff.integrated_decay(cfg, 45_000) == 0.0
 
 
 def test_scale_aware_measures_are_invariant_to_rescaling():

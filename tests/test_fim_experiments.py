@@ -13,7 +13,9 @@ import torch
 
 from flatlib.train.config import TrainConfig
 from flatlib.train.engine import dataset_for, load_model, train
+from flatlib.claims import fim as fim_claims
 from flatlib.experiments import fim
+from flatlib.reference import paper_numbers
 from flatlib.params import ParameterError
 from flatlib.store import Store
 
@@ -73,15 +75,14 @@ def test_rank_table_on_synthetic_scenario():
 ])
 def test_scenario_verdict_rule(ours, expected):
     table = pd.DataFrame({"metric": list(ours), "tracks (ours)": list(ours.values())})
-    verdict, rule = fim.scenario_verdict(table, "FIM-S1")
-    assert verdict == expected and "Kendall" in rule
+    assert fim_claims.scenario_verdict(table, "FIM-S1") == expected and "Kendall" in fim_claims.SCENARIO_RULE
 
 
 def test_scenario_verdict_s2_needs_others_to_fail():
     only_gamma = {"log_det": True, "frobenius": False, "spectral_radius": False, "robustness": False}
     table = pd.DataFrame({"metric": list(only_gamma), "tracks (ours)": list(only_gamma.values())})
-    assert fim.scenario_verdict(table, "FIM-S2")[0] == "held"
-    assert fim.scenario_verdict(table, "FIM-S3")[0] == "partly held"
+    assert fim_claims.scenario_verdict(table, "FIM-S2") == "held"
+    assert fim_claims.scenario_verdict(table, "FIM-S3") == "partly held"
 
 
 def test_comparison_difference_and_standard_error():
@@ -95,13 +96,6 @@ def test_comparison_difference_and_standard_error():
     assert row["lower with reg."] and row["without"] == "11.00 ± 1.00"
     frame.loc[frame["regularizer"] == "with", "test_error"] = [10.5, 11.5, 12.0, 10.0]  # within the noise
     assert not fim.comparison(frame, "test_error").iloc[0]["lower with reg."]
-
-
-def test_count_verdict():
-    assert fim.count_verdict([True, True]) == "held"
-    assert fim.count_verdict([True, False]) == "partly held"
-    assert fim.count_verdict([False]) == "did not hold"
-    assert fim.count_verdict([]) == "did not hold"
 
 
 def test_t1_table_puts_paper_numbers_in_paper_columns_only():
@@ -143,9 +137,10 @@ def test_paper_scenario_configs_follow_the_paper():
 def test_paper_regularizer_configs():
     runs = fim.regularizer_configs(fim.RegularizerParams.resolve(profile="paper"))
     pairs = {(d, m) for d, m, _, _ in runs}
-    assert pairs == set(fim.PAPER_T1)  # Table 1's seven (dataset, model) pairs
+    table1 = {tuple(k.split(":")[:2]) for k in paper_numbers("FIM-T1")}
+    assert pairs == table1  # Table 1's seven (dataset, model) pairs
     for dataset, model, reg, cfg in runs:
-        recipe = fim.PAPER_RECIPES[model]
+        recipe = fim.ORIGINAL_RECIPES[model]
         assert cfg.milestones == recipe["milestones"] and cfg.epochs == recipe["epochs"]
         if reg:
             assert cfg.rule == "fisher"
@@ -199,15 +194,17 @@ def _bench(tmp_path, name, device, ratio):
 
 def test_benchmark_reader_and_tc_verdict(tmp_path, monkeypatch):
     monkeypatch.setattr(fim, "project_root", lambda: tmp_path)
-    assert fim.tc_verdict(fim.benchmark_results())[0] == "not run"
+    monkeypatch.setenv("FLATLIB_RESULTS", str(tmp_path / "results"))
+    assert fim_claims.timing(fim.benchmark_results(), "default").verdict == "not run"
     _bench(tmp_path, "fisher_reg-cpu.json", "Intel(R) Xeon(R) Processor (2 threads)", 3.5)
     bench = fim.benchmark_results()
     assert list(bench["candidate"]) == ["plain", "fisher"] and bench["ms/step"].iloc[1] == pytest.approx(350.0)
-    assert fim.tc_verdict(bench)[0] == "not run"  # CPU only: not comparable with the paper's GPUs
+    assert fim_claims.timing(bench, "default").verdict == "not run"  # CPU only: not comparable with the paper's GPUs
     _bench(tmp_path, "fisher_reg-h100.json", "NVIDIA H100 80GB HBM3", 1.4)
-    assert fim.tc_verdict(fim.benchmark_results())[0] == "held"
+    tc = fim_claims.timing(fim.benchmark_results(), "default")
+    assert tc.verdict == "held" and tc.scale == "GPU benchmark, NVIDIA H100 80GB HBM3"
     _bench(tmp_path, "fisher_reg-a100.json", "NVIDIA A100-SXM4-40GB", 2.5)
-    assert fim.tc_verdict(fim.benchmark_results())[0] == "partly held"
+    assert fim_claims.timing(fim.benchmark_results(), "default").verdict == "partly held"
 
 
 def test_imagenet_skip_reasons(tmp_path):

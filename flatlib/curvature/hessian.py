@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, jvp
+from torch.func import grad, jvp, vmap
 
 from flatlib._checks import finite_floats
 from flatlib.curvature.functional import Data, FunctionalLoss, LossFn, ParamSpec, iterate_batches, unflatten
@@ -24,7 +24,7 @@ from flatlib.torch_compat import load_jvp_decompositions_quietly
 
 load_jvp_decompositions_quietly()
 
-HVP_METHODS = ("forward-over-reverse", "double-backward")
+HVP_METHODS = ("forward-over-reverse", "double-backward", "forward-over-reverse-vmap")
 
 
 class HessianOperator(LinearOperator):
@@ -42,7 +42,9 @@ class HessianOperator(LinearOperator):
             batch statistics, running statistics untouched. An unknown mode fails here, at construction.
         dtype: of the products (default: the model's parameters' dtype).
         method: ``"double-backward"`` (default: measured faster on CPU, and one gradient graph per
-            batch serves every column of a matmat) or ``"forward-over-reverse"`` (same result).
+            batch serves every column of a matmat), ``"forward-over-reverse"`` (same result, one
+            ``jvp`` per column) or ``"forward-over-reverse-vmap"`` (same result, all columns of a
+            matmat in one ``vmap`` over tangents: batched probes share the forward).
 
     Example:
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
@@ -75,7 +77,8 @@ class HessianOperator(LinearOperator):
         V = [unflatten(M[:, j], theta) for j in range(M.shape[1])]
         out = torch.zeros_like(M)
         count = 0
-        batch_hvp = self._batch_hvp_fwd if self.method == "forward-over-reverse" else self._batch_hvp_bwd
+        batch_hvp = {"forward-over-reverse": self._batch_hvp_fwd, "double-backward": self._batch_hvp_bwd,
+                     "forward-over-reverse-vmap": self._batch_hvp_vmap}[self.method]
         with self.loss.modes():
             batches = progress_bar(iterate_batches(self.data, self.batch_size), self.progress, "HVP batches")
             for i, (x, y) in enumerate(batches):
@@ -90,6 +93,14 @@ class HessianOperator(LinearOperator):
         grad_fn = grad(lambda th: self.loss(th, x, y))
         cols = [jvp(grad_fn, (self.loss.theta,), (v,))[1] for v in V]
         return torch.stack([torch.cat([c[n].reshape(-1) for n in self.loss.names]) for c in cols], dim=1)
+
+    def _batch_hvp_vmap(self, x: Tensor, y: Tensor, V: list[dict[str, Tensor]]) -> Tensor:
+        """All columns in one ``vmap`` over tangents of forward-over-reverse: the primal forward and
+        backward run once (unbatched), only the tangent computations are batched."""
+        grad_fn = grad(lambda th: self.loss(th, x, y))
+        tangents = {n: torch.stack([v[n] for v in V]) for n in self.loss.names}
+        cols = vmap(lambda v: jvp(grad_fn, (self.loss.theta,), (v,))[1])(tangents)
+        return torch.cat([cols[n].reshape(len(V), -1) for n in self.loss.names], dim=1).T
 
     def _batch_hvp_bwd(self, x: Tensor, y: Tensor, V: list[dict[str, Tensor]]) -> Tensor:
         """Columns ``H_b v = ∇⟨∇ℓ_b, v⟩``, reusing one differentiable gradient graph for all columns."""

@@ -20,36 +20,19 @@ import pandas as pd
 import torch
 
 from flatlib.train.config import TrainConfig
+from flatlib.train.optim import lr_at
 from flatlib.curvature import HessianOperator, frobenius_norm_sq, hutchinson_trace, lanczos, slq
 from flatlib.train.engine import dataset_for, load_model, loader, weight_norm
 from flatlib.experiments.common import curves, summaries, train_all
 from flatlib.params import ParameterError, Params, bounded, choices, notebook
+from flatlib.reference import paper_numbers
 from flatlib.store import Store
 
-# The paper's numbers per claim and setting (only ever shown in columns labelled as the paper's).
-# Keys: weight decay (FF-F1..F5, F8) or optimiser label (FF-F6/F7); values in % for accuracies.
-# "frobenius" is the paper's "Frobenius norm" as printed (the text does not say whether squared).
-PAPER: dict[str, dict[Any, dict[str, float]]] = {
-    "FF-F1": {0.0: {"test_acc": 93.48, "lambda_1": 12.26}, 1e-4: {"test_acc": 94.0, "lambda_1": 14.17},
-              5e-4: {"test_acc": 94.08, "lambda_1": 15.84}},
-    "FF-F2": {0.0: {"test_acc": 94.4, "gap": 0.48}, 1e-4: {"test_acc": 96.46, "gap": 0.51},
-              5e-4: {"test_acc": 96.7, "gap": 0.04}},
-    "FF-F3": {0.0: {"train_acc": 86.3, "gap": 32.4}, 1e-4: {"train_acc": 87.9, "gap": 32.5},
-              5e-4: {"train_acc": 86.0, "gap": 31.1}},
-    "FF-F4": {0.0: {"test_acc": 72.78, "train_acc": 99.987}, 1e-4: {"test_acc": 75.56, "train_acc": 99.985},
-              5e-4: {"test_acc": 76.76, "train_acc": 99.87}},
-    "FF-F5": {0.0: {"test_acc": 75.2, "train_acc": 99.984}, 1e-4: {"test_acc": 79.5, "train_acc": 99.984},
-              5e-4: {"test_acc": 80.6, "train_acc": 99.982}},
-    "FF-F8": {0.0: {"test_acc": 75.2, "frobenius": 9.8e-12}, 5e-4: {"test_acc": 80.6, "frobenius": 4.9e-5}},
-    "FF-F6": {"SGD": {"test_acc": 73.5, "train_acc": 99.64, "lambda_1": 10.11, "frobenius": 1e-4},
-              "Adam+IA": {"test_acc": 75.8, "train_acc": 99.81, "lambda_1": 387.8, "frobenius": 0.02}},
-    "FF-F7": {"SGD": {"test_acc": 94.3, "frobenius": 1.43e-5},
-              "Adam+IA": {"test_acc": 95.1, "frobenius": 1.55e-3}},
-}
-
 # measured quantities per (run, bn mode); "scaled" = multiplied by ‖w‖², FF's scale-aware alternative
-MEASURES = ["lambda_1", "trace", "frobenius_sq", "weight_norm", "lambda_1_scaled", "trace_scaled",
-            "train_acc", "test_acc", "gap"]
+MEASURES = ["train_acc", "test_acc", "lambda_1", "trace", "frobenius_sq", "weight_norm_sq", "lambda_1_scaled",
+            "trace_scaled", "decay_integral"]
+# training images of the paper datasets whose presets use the whole split (for the paper's Σ lr·wd)
+TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000}
 
 
 @dataclasses.dataclass
@@ -246,7 +229,9 @@ def measure_all(configs: list[TrainConfig], p: CurvatureParams, bn_modes: list[s
             labels = {"bn_mode": mode, "seed": cfg.seed, **{k: v[i] for k, v in labels_by_run.items()}}
             s = res.summary
             rows.append({**labels, **{k: v for k, v in m.items() if not k.startswith("slq")},
-                         "train_acc": 100 - s["train_error"], "test_acc": 100 - s["test_error"], "gap": s["gap"]})
+                         "train_acc": 100 - s["train_error"], "test_acc": 100 - s["test_error"], "gap": s["gap"],
+                         "train_loss": s["train_loss"], "n_test": s["n_test"],
+                         "decay_integral": integrated_decay(cfg, s["n_train"])})
             nodes, weights = np.asarray(m["slq_nodes"]), np.asarray(m["slq_weights"])
             for v in range(nodes.shape[0]):
                 spectra.append(pd.DataFrame({**labels, "vector": v, "node": nodes[v], "weight": weights[v]}))
@@ -258,7 +243,26 @@ def scale_aware(frame: pd.DataFrame) -> pd.DataFrame:
     """Add FF's scale-aware alternative: λ1·‖w‖² and tr H·‖w‖² (invariant to rescaling w → αw, H → H/α²
     for a loss that depends on w only through w/‖w‖, which BN makes true layer-wise)."""
     w2 = frame["weight_norm"] ** 2
-    return frame.assign(lambda_1_scaled=frame["lambda_1"] * w2, trace_scaled=frame["trace"] * w2)
+    return frame.assign(weight_norm_sq=w2, lambda_1_scaled=frame["lambda_1"] * w2, trace_scaled=frame["trace"] * w2)
+
+
+def integrated_decay(cfg: TrainConfig, n_train: int) -> float:
+    """Σ_t lr_t·wd over every optimizer step of the run: how far weight decay shrinks the weights in all.
+
+    Each SGD (L2) or AdamW (decoupled) step multiplies the weights by (1 − lr_t·wd) besides the
+    gradient step, so Σ lr_t·wd is the log-shrinkage weight decay alone would cause; it compares
+    regularisation strength across schedules (FF Eq. 14) and dataset sizes.
+    """
+    steps = -(-n_train // cfg.batch_size)
+    return float(cfg.weight_decay * steps * sum(lr_at(cfg, e) for e in range(cfg.epochs)))
+
+
+def paper_decay_integral(p: Params) -> float:
+    """Σ lr·wd of the paper-profile run with the largest weight decay of this notebook (its paper preset)."""
+    paper = type(p).resolve(profile="paper")
+    cfgs = paper.plan()
+    cfg = max(cfgs, key=lambda c: c.weight_decay)
+    return integrated_decay(cfg, cfg.n_train or TRAIN_IMAGES[cfg.dataset])
 
 
 def run_weight_decay(p: WeightDecayParams) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -270,84 +274,25 @@ def run_weight_decay(p: WeightDecayParams) -> tuple[pd.DataFrame, pd.DataFrame]:
 # ---------------------------------------------------------------------------------------------
 def summary_table(frame: pd.DataFrame, by: str, claim: str, order: list | None = None) -> pd.DataFrame:
     """Mean ± std over seeds of every measure, one row per setting, the paper's numbers in their own columns."""
-    g = frame.groupby(by, sort=False)[MEASURES]
+    cols = [c for c in MEASURES if c in frame]
+    g = frame.groupby(by, sort=False)[cols]
     mean, std, n = g.mean(), g.std(), g.size()
     if order is not None:
         mean, std, n = mean.loc[order], std.loc[order], n.loc[order]
     out = pd.DataFrame(index=mean.index)
     out["seeds"] = n
-    for col in MEASURES:
+    for col in cols:
         out[col] = [_pm(m, s) for m, s in zip(mean[col], std[col])]
-    for key in sorted({k for v in PAPER.get(claim, {}).values() for k in v}):
-        out[f"paper's {key}"] = [f"{PAPER[claim][i][key]:.4g}" if key in PAPER[claim].get(i, {}) else "—"
+    paper = paper_numbers(claim)
+    for key in sorted({k.split(":")[0] for k in paper if ":" in k}):
+        out[f"paper's {key}"] = [f"{paper[f'{key}:{i:g}' if isinstance(i, float) else f'{key}:{i}']:.4g}"
+                                 if (f"{key}:{i:g}" if isinstance(i, float) else f"{key}:{i}") in paper else "—"
                                  for i in out.index]
     return out
 
 
 def _pm(m: float, s: float) -> str:
     return f"{m:.4g}" if not np.isfinite(s) else f"{m:.4g} ± {s:.2g}"
-
-
-def ordered(frame: pd.DataFrame, by: str, order: list, columns: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
-    """FF's verdict rule: every column's seed mean rises along ``order`` ("held" if, for each consecutive
-    pair, the ±1 std intervals also separate; "partly held" if ordered but overlapping; else "did not hold")."""
-    g = frame.groupby(by)[list(columns)]
-    mean, std = g.mean().loc[order], g.std().fillna(0.0).loc[order]
-    rising = separated = True
-    for a, b in zip(order[:-1], order[1:]):
-        for c in columns:
-            rising &= bool(mean.at[b, c] > mean.at[a, c])
-            separated &= bool(mean.at[b, c] - std.at[b, c] > mean.at[a, c] + std.at[a, c])
-    verdict = "held" if rising and separated else "partly held" if rising else "did not hold"
-    values = {f"{c}_mean": [float(mean.at[k, c]) for k in order] for c in columns}
-    values.update({f"{c}_std": [float(std.at[k, c]) for k in order] for c in columns})
-    return verdict, values
-
-
-def paired_rises(frame: pd.DataFrame, by: str, order: list, column: str) -> tuple[int, int]:
-    """(rises, pairs): over seeds and consecutive settings, how often ``column`` rose. Runs of one seed
-    share the initialisation and data order, so this paired count isolates the setting's effect."""
-    table = frame.pivot_table(index="seed", columns=by, values=column).reindex(columns=order).dropna()
-    diffs = np.diff(table.to_numpy(), axis=1)
-    return int((diffs > 0).sum()), int(diffs.size)
-
-
-_NAMES = {"lambda_1": "λ1", "test_acc": "test accuracy", "train_acc": "train accuracy",
-          "lambda_1_scaled": "λ1·‖w‖²", "trace_scaled": "tr H·‖w‖²"}
-
-
-def _series(frame: pd.DataFrame, by: str, order: list, col: str) -> str:
-    g = frame.groupby(by)[col]
-    return " / ".join(_pm(m, s) for m, s in zip(g.mean().loc[order], g.std().loc[order]))
-
-
-def weight_decay_verdicts(frame: pd.DataFrame, p: WeightDecayParams):
-    """Record one verdict per claim of this notebook (per BN mode) and return them as Markdown."""
-    from IPython.display import Markdown
-
-    from flatlib.status import record_claim
-
-    order = sorted(p.weight_decays)
-    lines = []
-    for mode in p.bn_modes:
-        claim, columns = p.CLAIMS[mode]
-        f = frame[frame["bn_mode"] == mode]
-        verdict, values = ordered(f, "weight_decay", order, columns)
-        scaled, _ = ordered(f, "weight_decay", order, ("lambda_1_scaled",))
-        up, pairs = paired_rises(f, "weight_decay", order, "lambda_1")
-        wds = " / ".join(f"{w:g}" for w in order)
-        ours = (f"wd {wds} (BN {mode} mode, {f['seed'].nunique()} seeds, mean ± std): "
-                + "; ".join(f"{_NAMES.get(c, c)} {_series(f, 'weight_decay', order, c)}"
-                            for c in (*dict.fromkeys((*columns, "test_acc", "train_acc")), "lambda_1_scaled"))
-                + f"; paired by seed, λ1 rose in {up} of {pairs} steps up in weight decay")
-        rule = (f"held if the seed means of {' and '.join(_NAMES.get(c, c) for c in columns)} rise with weight decay "
-                "and the ±1 std intervals of consecutive settings separate; partly held if the means rise but "
-                "the intervals overlap; did not hold otherwise")
-        record_claim(Store(p.profile), claim, ours=ours, verdict=verdict, rule=rule,
-                     values={**values, "lambda_1_scaled_rises": scaled, "lambda_1_paired_rises": [up, pairs]})
-        lines.append(f"**{claim} ({p.profile} profile, BN {mode} mode): {verdict}.** {ours}. Rule: {rule}. "
-                     f"The scale-aware λ1·‖w‖² by the same rule: *{scaled}*.")
-    return Markdown("\n\n".join(lines))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,29 +376,3 @@ def averaged_curves(frame: pd.DataFrame) -> pd.DataFrame:
         out.loc[has, "test_error"] = out.loc[has, "avg_test_error"]
         out.loc[has, "weight_norm"] = out.loc[has, "avg_weight_norm"]
     return out[["claim", "optimizer", "dataset", "seed", "epoch", "lr", "test_error", "weight_norm"]]
-
-
-def adam_verdicts(frame: pd.DataFrame, p: AdamParams):
-    """FF-F6/F7: Adam+IA generalises better yet is sharper — test accuracy and λ1 both higher than SGD's."""
-    from IPython.display import Markdown
-
-    from flatlib.status import record_claim
-
-    lines = []
-    for claim in p.CLAIMS:
-        f = frame[frame["claim"] == claim]
-        verdict, values = ordered(f, "optimizer", p.ORDER, ("lambda_1", "test_acc"))
-        scaled, _ = ordered(f, "optimizer", p.ORDER, ("lambda_1_scaled",))
-        ratio = float(f.groupby("optimizer")["lambda_1"].mean().loc["Adam+IA"]
-                      / f.groupby("optimizer")["lambda_1"].mean().loc["SGD"])
-        ours = (f"{f['dataset'].iloc[0]}, SGD / Adam+IA ({f['seed'].nunique()} seeds, mean ± std): "
-                + "; ".join(f"{_NAMES.get(c, c)} {_series(f, 'optimizer', p.ORDER, c)}"
-                            for c in ("test_acc", "lambda_1", "frobenius_sq", "weight_norm", "lambda_1_scaled"))
-                + f"; λ1 ratio Adam+IA/SGD {ratio:.3g}")
-        rule = ("held if Adam+IA's seed means of λ1 and test accuracy both exceed SGD's and the ±1 std intervals "
-                "separate; partly held if both means are higher but the intervals overlap; did not hold otherwise")
-        record_claim(Store(p.profile), claim, ours=ours, verdict=verdict, rule=rule,
-                     values={**values, "lambda_1_ratio": ratio, "lambda_1_scaled_rises": scaled})
-        lines.append(f"**{claim} ({p.profile} profile): {verdict}.** {ours}. Rule: {rule}. "
-                     f"The scale-aware λ1·‖w‖² by the same rule: *{scaled}*.")
-    return Markdown("\n\n".join(lines))

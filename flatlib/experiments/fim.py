@@ -30,6 +30,7 @@ from flatlib.train.config import TrainConfig
 from flatlib.train.engine import dataset_for, load_model, loader, resolve_device
 from flatlib.experiments.common import mean_std, train_all
 from flatlib.params import Params, ParameterError, bounded, choices, notebook
+from flatlib.reference import paper_numbers
 from flatlib.store import Store, project_root
 
 METRICS = ("log_det", "frobenius", "spectral_radius", "robustness")
@@ -47,20 +48,6 @@ EXPECTED_SIGN = {m: +1 for m in (*METRICS, *EXTRA_METRICS)}
 """FIM Sec. 7.1: "all four metrics go for smaller values indicate better generalization", so each
 should rise with test error: Kendall τ(metric, test error) > 0."""
 
-PAPER_TRACKS: dict[str, dict[str, bool]] = {
-    "FIM-S1": {"log_det": True, "frobenius": True, "spectral_radius": True, "robustness": False},
-    "FIM-S2": {"log_det": True, "frobenius": False, "spectral_radius": False, "robustness": False},
-    "FIM-S3": {"log_det": True, "frobenius": True, "spectral_radius": True, "robustness": False},
-}
-"""Which metric the paper says tracks test error in each scenario (Fig. 2-4 captions)."""
-
-PAPER_CLAIMS = {
-    "FIM-S1": "a larger confusion set gives a higher test error, a trend captured by γ̂, the Frobenius norm "
-              "and the spectral radius; the robustness metric fails (Fig. 2).",
-    "FIM-S2": "γ̂ indicates the test error across augmentation schemes while the other three metrics "
-              "completely fail (Fig. 3).",
-    "FIM-S3": "larger batches generalise worse, captured by every metric except robustness (Fig. 4).",
-}
 ALPHA_LEVEL = 0.05
 
 
@@ -236,7 +223,7 @@ def run_scenario(p: ScenarioParams) -> pd.DataFrame:
         m = measure(cfg, store, n_prime=p.n_prime, num_subsets=p.num_subsets)
         rows.append({"scenario": p.SCENARIO, "level": p.level_label(level), "level_index": labels.index(p.level_label(level)),
                      "seed": cfg.seed, "train_loss": res.summary["train_loss"], "train_error": res.summary["train_error"],
-                     "test_error": res.summary["test_error"],
+                     "test_error": res.summary["test_error"], "n_test": res.summary["n_test"],
                      **{k: v["value"] for k, v in m.items()}, **{f"{k}_se": v["stderr"] for k, v in m.items()}})
     return pd.DataFrame(rows)
 
@@ -277,8 +264,9 @@ def rank_table(frame: pd.DataFrame, scenario: str | None = None, target: str = "
         sign = EXPECTED_SIGN[m]
         row = {"metric": m, "expected sign": "+" if sign > 0 else "−", "Kendall τ (all models)": tau, "p-value": pval,
                "τ (config means)": tau_means, "tracks (ours)": bool(np.isfinite(tau) and sign * tau > 0 and pval < ALPHA_LEVEL)}
-        if scenario is not None and m in PAPER_TRACKS.get(scenario, {}):
-            row["paper: tracks"] = PAPER_TRACKS[scenario][m]
+        paper = {k.split(":", 1)[1]: bool(v) for k, v in paper_numbers(scenario).items()} if scenario else {}
+        if m in paper:
+            row["paper: tracks"] = paper[m]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -297,53 +285,6 @@ def kendall(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def scenario_verdict(table: pd.DataFrame, scenario: str) -> tuple[str, str]:
-    """(verdict, rule) for a scenario from its rank table.
-
-    held: every metric tracks or fails exactly as the paper says; partly held: γ̂ tracks but at
-    least one other metric disagrees with the paper; did not hold: γ̂ does not track.
-    """
-    paper = PAPER_TRACKS[scenario]
-    ours = dict(zip(table["metric"], table["tracks (ours)"]))
-    rule = ("a metric tracks test error when Kendall τ(metric, test error) over all models is > 0 with p < 0.05; "
-            "held if each of the four metrics tracks or fails as the paper says, partly held if γ̂ tracks but "
-            "another metric disagrees with the paper, did not hold if γ̂ does not track")
-    if not ours.get("log_det", False):
-        return "did not hold", rule
-    if all(ours.get(m) == paper[m] for m in paper):
-        return "held", rule
-    return "partly held", rule
-
-
-def scenario_markdown_and_record(frame: pd.DataFrame, p: ScenarioParams):
-    """Record the scenario's verdict in the store and return the 'what we found' Markdown."""
-    from IPython.display import Markdown
-
-    from flatlib.status import record_claim
-
-    scenario = p.SCENARIO
-    table = rank_table(frame, scenario)
-    verdict, rule = scenario_verdict(table, scenario)
-    summ = level_summary(frame)
-    err = ", ".join(f"{r.level}: {r.test_error_mean:.2f}±{_sd(r.test_error_std):.2f}" for r in summ.itertuples())
-    taus = "; ".join(f"{METRIC_SHORT[r['metric']]} τ={r['Kendall τ (all models)']:+.2f} (p={r['p-value']:.2g})"
-                     for _, r in table.iterrows() if r["metric"] in METRICS)
-    ours = f"test error % by {p.LEVEL} ({len(p.seeds)} seeds): {err}. Kendall τ vs test error: {taus}"
-    tracking = [METRIC_SHORT[m] for m, t in zip(table["metric"], table["tracks (ours)"]) if t and m in METRICS]
-    record_claim(Store(p.profile), scenario, ours=ours, verdict=verdict, rule=rule,
-                 values={"rank_table": table.to_dict(orient="records"), "test_error": summ.to_dict(orient="records")})
-    paper_tracking = [METRIC_SHORT[m] for m, t in PAPER_TRACKS[scenario].items() if t]
-    text = (f"**What we found ({p.profile} profile, {len(frame)} models).** Test error by {p.LEVEL}: {err}. "
-            f"Metrics that track test error here (τ > 0, p < 0.05): {', '.join(tracking) or 'none'}; "
-            f"the paper: {', '.join(paper_tracking)}. **Verdict: {verdict}.**")
-    unfit = [f"{r.level} ({r.train_error_mean:.1f} %)" for r in summ.itertuples() if r.train_error_mean > 1.0]
-    if unfit:
-        text += (f"\n\nCaveat: the paper compares minima of close-to-zero training error; here {', '.join(unfit)} "
-                 f"did not fit their training set (un-augmented, confusion set included) to within 1 %, so their metrics are measured "
-                 f"away from such a minimum.")
-    return Markdown(text)
-
-
 METRIC_SHORT = {"log_det": "γ̂", "frobenius": "Frobenius", "spectral_radius": "spectral radius",
                 "robustness": "robustness", "fisher_trace": "trace"}
 
@@ -353,7 +294,7 @@ def _sd(x: float) -> float:
 
 
 # ------------------------------------------------------------------------------------ regularizer
-PAPER_RECIPES: dict[str, dict[str, Any]] = {
+ORIGINAL_RECIPES: dict[str, dict[str, Any]] = {
     # FIM keeps each architecture's original recipe (App. E); SGD, momentum 0.9, 4-crop-f augmentation.
     "cnn6": dict(batch_size=128, epochs=200, lr=0.01, milestones=(100, 150), lr_factor=0.1, weight_decay=1e-4,
                  nesterov=True),                      # FIM App. E (ICLR draft)
@@ -365,26 +306,12 @@ PAPER_RECIPES: dict[str, dict[str, Any]] = {
                         weight_decay=1e-4, nesterov=True),  # Huang et al. 2017
 }
 
-PAPER_T1 = {  # FIM Table 1: test error (%) mean ± std over 5 models, (without, with) the regularizer
-    ("cifar10", "cnn6"): ("8.52 ± 0.23", "7.55 ± 0.06"), ("cifar10", "wrn28_2"): ("5.63 ± 0.20", "5.15 ± 0.09"),
-    ("cifar10", "densenet_bc"): ("4.61 ± 0.08", "4.37 ± 0.06"), ("cifar10", "resnet20"): ("8.50 ± 0.31", "7.89 ± 0.13"),
-    ("cifar100", "cnn6"): ("31.12 ± 0.35", "29.27 ± 0.17"), ("cifar100", "wrn28_2"): ("25.71 ± 0.24", "23.88 ± 0.13"),
-    ("cifar100", "densenet_bc"): ("22.54 ± 0.32", "22.23 ± 0.21"),
-}
-PAPER_T3 = {  # FIM Table 3: γ̂ (official code's scale) on CIFAR-10, (without, with)
-    "resnet20": ("−979.3 ± 22.3", "−1138.1 ± 11.0"), "wrn28_2": ("−689.6 ± 24.9", "−748.7 ± 21.3"),
-    "densenet_bc": ("−850.3 ± 23.5", "−886.2 ± 20.5"),
-}
-PAPER_TC = {"without (ms)": 185.7, "with (ms)": 285.6, "ratio": 285.6 / 185.7,
-            "setup": "WRN-18, down-sampled ImageNet, 2× RTX 2080 Ti, batch 128"}
-
-
 @notebook("fim_regularizer")
 @dataclasses.dataclass
 class RegularizerParams(Params):
     """FIM-T1/T3/TC: each (dataset, model) pair trained with and without Algorithm 1.
 
-    ``recipe="paper"`` takes each model's original recipe (``PAPER_RECIPES``); ``"scaled"`` uses
+    ``recipe="paper"`` takes each model's original recipe (``ORIGINAL_RECIPES``); ``"scaled"`` uses
     the fields below for every model. The regularizer starts at the first lr drop (paper).
     β: the paper picks it per pair from {1,5,10,20,30,40,50,75,100} on a 45k/5k split. With a
     non-empty ``beta_grid`` each pair's regularized arm (seed ``seeds[0]``) is trained once per β on
@@ -435,9 +362,9 @@ class RegularizerParams(Params):
         for pair in self.pairs or []:
             if pair.count(":") != 1:
                 raise ParameterError(f"invalid pairs entry {pair!r} for fim_regularizer: write 'dataset:model'")
-            if self.recipe == "paper" and pair.split(":")[1] not in PAPER_RECIPES:
+            if self.recipe == "paper" and pair.split(":")[1] not in ORIGINAL_RECIPES:
                 raise ParameterError(f"invalid pairs entry {pair!r} for fim_regularizer: recipe='paper' knows "
-                                     f"{', '.join(PAPER_RECIPES)}")
+                                     f"{', '.join(ORIGINAL_RECIPES)}")
 
     def plan(self) -> list[TrainConfig]:
         """The β-search runs and both arms; the regularized arm only once the search's results are stored."""
@@ -460,7 +387,7 @@ def _plain_config(p: RegularizerParams, pair: str) -> TrainConfig:
     """The pair's unregularized recipe (seed 0)."""
     dataset, model = pair.split(":")
     if p.recipe == "paper":
-        r = PAPER_RECIPES[model]
+        r = ORIGINAL_RECIPES[model]
         recipe = dict(batch_size=r["batch_size"], epochs=r["epochs"], lr=r["lr"], milestones=tuple(r["milestones"]),
                       lr_factor=r["lr_factor"], weight_decay=r["weight_decay"], nesterov=r["nesterov"])
     else:
@@ -548,6 +475,7 @@ def run_regularizer(p: RegularizerParams) -> pd.DataFrame:
         rows.append({"dataset": dataset, "model": model, "regularizer": "with" if reg else "without", "seed": cfg.seed,
                      "beta": cfg.rule_kwargs["beta"] if reg else None,
                      "test_error": res.summary["test_error"], "train_error": res.summary["train_error"],
+                     "n_test": res.summary["n_test"],
                      "train_loss": res.summary["train_loss"], "log_det": m["log_det"]["value"],
                      "log_det_se": m["log_det"]["stderr"]})
     return pd.DataFrame(rows)
@@ -572,57 +500,35 @@ def comparison(frame: pd.DataFrame, col: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def count_verdict(lower: list[bool]) -> str:
-    """held if every comparison is lower with the regularizer, partly held if some, did not hold if none."""
-    if lower and all(lower):
-        return "held"
-    return "partly held" if any(lower) else "did not hold"
-
-
 def t1_table(frame: pd.DataFrame) -> pd.DataFrame:
     """FIM-T1: our test errors next to the paper's (Table 1) where the pair exists there."""
     tab = comparison(frame, "test_error")
-    tab["paper: without"] = [PAPER_T1.get((d, m), ("—", "—"))[0] for d, m in zip(tab["dataset"], tab["model"])]
-    tab["paper: with"] = [PAPER_T1.get((d, m), ("—", "—"))[1] for d, m in zip(tab["dataset"], tab["model"])]
+    tab["paper: without"] = [_paper_pm("FIM-T1", f"{d}:{m}:without") for d, m in zip(tab["dataset"], tab["model"])]
+    tab["paper: with"] = [_paper_pm("FIM-T1", f"{d}:{m}:with") for d, m in zip(tab["dataset"], tab["model"])]
     return tab
 
 
 def t3_table(frame: pd.DataFrame) -> pd.DataFrame:
     """FIM-T3: γ̂ (logits rescaled to a fixed norm) without and with the regularizer, next to Table 3."""
     tab = comparison(frame, "log_det")
-    tab["paper: without"] = [PAPER_T3[m][0] if d == "cifar10" and m in PAPER_T3 else "—"
+    tab["paper: without"] = [_paper_pm("FIM-T3", f"{m}:without", 1) if d == "cifar10" else "—"
                              for d, m in zip(tab["dataset"], tab["model"])]
-    tab["paper: with"] = [PAPER_T3[m][1] if d == "cifar10" and m in PAPER_T3 else "—"
+    tab["paper: with"] = [_paper_pm("FIM-T3", f"{m}:with", 1) if d == "cifar10" else "—"
                           for d, m in zip(tab["dataset"], tab["model"])]
     return tab
 
 
-def regularizer_markdown_and_record(frame: pd.DataFrame, p: RegularizerParams):
-    """Record FIM-T1 and FIM-T3 and return the 'what we found' Markdown."""
-    from IPython.display import Markdown
+def _paper_pm(target: str, key: str, digits: int = 2) -> str:
+    """The paper's "mean ± std" for ``key`` of ``target`` (e.g. FIM-T1 ``cifar10:resnet20:with``) as printed, or "—"."""
+    n = paper_numbers(target)
+    return f"{n[key]:.{digits}f} ± {n[key + '_std']:.{digits}f}".replace("-", "−") if key in n else "—"
 
-    from flatlib.status import record_claim
 
-    store = Store(p.profile)
-    rule = ("lower with the regularizer when the mean over seeds is lower and the difference exceeds its standard "
-            "error √(s₁²/n₁ + s₂²/n₂); held if that is so for every (dataset, model) pair, partly held if for some, "
-            "did not hold if for none")
-    betas = frame[frame["regularizer"] == "with"].groupby(["dataset", "model"], sort=False)["beta"].first()
-    if p.beta_grid:
-        how = (f"β chosen per pair on a {p.validation}-image hold-out from {{{', '.join(f'{b:g}' for b in p.beta_grid)}}}: "
-               + ", ".join(f"{d} {m} {b:g}" for (d, m), b in betas.items()))
-    else:
-        how = f"β = {p.beta:g} fixed"
-    lines = []
-    for target, tab, what in (("FIM-T1", t1_table(frame), "test error (%)"), ("FIM-T3", t3_table(frame), "γ̂")):
-        verdict = count_verdict(list(tab["lower with reg."]))
-        ours = "; ".join(f"{r['dataset']} {r['model']}: {r['without']} → {r['with']}" for _, r in tab.iterrows())
-        record_claim(store, target, ours=f"{what} without → with ({len(p.seeds)} seeds): {ours}", verdict=verdict,
-                     rule=rule, values={"table": tab.to_dict(orient="records"),
-                                        "beta": {f"{d}:{m}": b for (d, m), b in betas.items()}})
-        lines.append(f"- **{target}** ({what}, without → with): {ours}. **Verdict: {verdict}.**")
-    return Markdown(f"**What we found ({p.profile} profile, {how}, regularizer from the first lr "
-                    "drop).**\n\n" + "\n".join(lines))
+def paper_timing() -> pd.DataFrame:
+    """FIM-TC as the paper reports it (Sec. 8: WRN-18, down-sampled ImageNet, 2× RTX 2080 Ti, batch 128)."""
+    n = paper_numbers("FIM-TC")
+    return pd.DataFrame([{"paper: without (ms)": n["without_ms"], "paper: with (ms)": n["with_ms"],
+                          "paper: ratio": round(n["with_ms"] / n["without_ms"], 2)}])
 
 
 # ----------------------------------------------------------------------------------- timing (TC)
@@ -642,38 +548,6 @@ def benchmark_results(pattern: str = "benchmarks/results/fisher_reg-*.json") -> 
 def is_gpu(device: str) -> bool:
     """Whether a benchmark's device string names a GPU (the paper's claim is about GPUs)."""
     return not device.lower().startswith(("cpu", "intel", "amd", "arm")) and "cpu" not in device.lower()
-
-
-def tc_verdict(bench: pd.DataFrame, tolerance: float = 1.1) -> tuple[str, str, str]:
-    """(verdict, ours, rule) for FIM-TC from the benchmark rows.
-
-    Only GPU results count (the M sub-batch passes are batched to use a GPU's parallelism; on a
-    CPU they cost M times the flops). held if the default ``fisher`` candidate costs at most
-    1.1 × the paper's 1.54× on every GPU model, partly held if on some; not run without a GPU result.
-    """
-    rule = (f"only GPU benchmarks count; held if the 'fisher' candidate's time per step is at most "
-            f"{tolerance:g} × the paper's ratio {PAPER_TC['ratio']:.2f} for every model, partly held if for some")
-    if bench.empty:
-        return "not run", "no benchmark result file", rule
-    fisher = bench[bench["candidate"] == "fisher"]
-    ours = "; ".join(f"{r['model']} on {r['device']}: {r['ratio to plain']:.2f}×" for _, r in fisher.iterrows())
-    gpu = fisher[fisher["device"].map(is_gpu)]
-    if gpu.empty:
-        return "not run", ours + " (CPU only, not comparable)", rule
-    ok = list(gpu["ratio to plain"] <= tolerance * PAPER_TC["ratio"])
-    return count_verdict(ok), ours, rule
-
-
-def tc_markdown_and_record(bench: pd.DataFrame, p: RegularizerParams):
-    from IPython.display import Markdown
-
-    from flatlib.status import record_claim
-
-    verdict, ours, rule = tc_verdict(bench)
-    record_claim(Store(p.profile), "FIM-TC", ours=ours, verdict=verdict, rule=rule,
-                 values={"rows": bench.to_dict(orient="records")})
-    return Markdown(f"**FIM-TC.** Time-per-step ratios with/without the regularizer: {ours}. "
-                    f"**Verdict: {verdict}** ({rule}).")
 
 
 # ------------------------------------------------------------------------------------- ImageNet (T2)
@@ -704,14 +578,3 @@ def imagenet_skip_reason(p: ImageNetParams) -> str:
         return f"no ImageNet (128×128) ImageFolder tree with train/ and val/ at {folder}"
     return (f"ImageNet was found at {folder}, but flatlib cannot train on it yet: the engine keeps a dataset "
             "device-resident (128×128 ImageNet is ~63 GB as uint8) and the model registry has no WRN-18-1.5")
-
-
-def imagenet_markdown_and_record(p: ImageNetParams):
-    """Record FIM-T2 as not run, with the reason, and return it as Markdown."""
-    from IPython.display import Markdown
-
-    from flatlib.status import record_claim
-
-    why = imagenet_skip_reason(p)
-    record_claim(Store(p.profile), "FIM-T2", ours="—", verdict="not run", rule=why)
-    return Markdown(f"**FIM-T2 was not run.** {why}. Verdict recorded: *not run*.")

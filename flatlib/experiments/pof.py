@@ -29,6 +29,7 @@ from flatlib.models.base import weight_layers
 from flatlib.params import Params, bounded, choices, notebook
 from flatlib.measures.classifier import minibatch_line_search
 from flatlib._torch import bn_stats_frozen
+from flatlib.reference import paper_numbers
 from flatlib.store import Store
 
 # ------------------------------------------------------------------------------------------------
@@ -179,7 +180,8 @@ def run_toy(p: PoFToyParams) -> dict[str, pd.DataFrame]:
 
 
 def _errors(summary: dict) -> dict:
-    return {"train_loss": summary["train_loss"], "test_error": summary["test_error"]}
+    return {"train_loss": summary["train_loss"], "train_error": summary["train_error"],
+            "test_error": summary["test_error"], "n_test": summary["n_test"]}
 
 
 def layer_delta_l(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
@@ -292,76 +294,8 @@ def toy_tables(res: dict[str, pd.DataFrame], p: PoFToyParams, flat_tol: float = 
             "widths": widths, "f2a": counts, "f2b": peaks}
 
 
-def toy_verdicts(res: dict[str, pd.DataFrame], p: PoFToyParams, flat_tol: float = 0.1):
-    """Decide POF-F1c, F1d, F2a, F2b on this profile's runs, record them, and return Markdown."""
-    from IPython.display import Markdown
-
-    from flatlib.status import record_claim
-
-    store = Store(p.profile)
-    t = toy_tables(res, p, flat_tol)
-    f1c = res["f1c"]
-    last = f1c["layer"].max()
-    per_seed = f1c.pivot_table(index=["seed", "layer"], columns="method", values="delta_l").reset_index()
-    final = per_seed[per_seed["layer"] == last]
-    pof_lower = int((final["PoF"] < final["SGD"]).sum())
-    n = len(final)
-    sgd_mean = f1c[f1c["method"] == "SGD"].groupby("layer")["delta_l"].mean()
-    rho = float(pd.Series(sgd_mean.index).corr(pd.Series(sgd_mean.to_numpy()), method="spearman")) if len(sgd_mean) > 1 else float("nan")
-    fin = final[["SGD", "PoF"]].agg(["mean", "std"])
-    ours = (f"final-layer ΔL SGD {fin.loc['mean', 'SGD']:.3g}±{fin.loc['std', 'SGD']:.2g} vs PoF "
-            f"{fin.loc['mean', 'PoF']:.3g}±{fin.loc['std', 'PoF']:.2g} (PoF lower in {pof_lower}/{n} seeds); "
-            f"Spearman(layer, mean ΔL after SGD) = {rho:.2f}")
-    higher = rho > 0
-    held = pof_lower == n and higher
-    verdict = "held" if held else ("partly held" if (pof_lower > n / 2 or higher) else "did not hold")
-    record_claim(store, "POF-F1c", ours=ours, verdict=verdict,
-                 rule="held if PoF's final-layer ΔL is below SGD's in every seed and ΔL after SGD rises with depth "
-                      "(Spearman > 0 over layers); partly held if one of the two",
-                 values={"pof_lower_seeds": pof_lower, "seeds": n, "spearman": rho})
-    lines = [f"**POF-F1c ({p.profile}).** {ours}. Verdict: **{verdict}**."]
-
-    w = flat_width(res["f1d"], flat_tol)
-    w1 = w[w["eigenvector"] == 1].pivot_table(index="seed", columns="method", values="width")
-    wider = int((w1["PoF"] > w1["SGD"]).sum())
-    ours = (f"flat width (train loss within {flat_tol} of its value at the minimum) along v₁: SGD "
-            f"{w1['SGD'].mean():.3g}±{w1['SGD'].std():.2g}, PoF {w1['PoF'].mean():.3g}±{w1['PoF'].std():.2g} "
-            f"(PoF wider in {wider}/{len(w1)} seeds)")
-    verdict = "held" if wider == len(w1) else ("partly held" if wider > len(w1) / 2 else "did not hold")
-    record_claim(store, "POF-F1d", ours=ours, verdict=verdict,
-                 rule=f"held if the flat width along the final-layer v₁ (loss ≤ L(0) + {flat_tol}) is larger after PoF "
-                      "than after SGD in every seed; partly held in a majority",
-                 values={"wider_seeds": wider, "seeds": len(w1)})
-    lines.append(f"**POF-F1d ({p.profile}).** {ours}. Verdict: **{verdict}**.")
-
-    counts = t["f2a"].set_index("rank")["count"]
-    top_share = float(counts.get(1, 0) / counts.sum())
-    mode = int(counts.idxmax())
-    ours = f"bin 1 holds {top_share:.0%} of {int(counts.sum())} mini-batches; most frequent bin: {mode}"
-    verdict = "held" if mode == 1 else "did not hold"
-    record_claim(store, "POF-F2a", ours=ours, verdict=verdict,
-                 rule="held if the principal eigenvector (bin 1) is the most frequent argmax over all seeds' mini-batches",
-                 values={"top_share": top_share, "mode": mode})
-    lines.append(f"**POF-F2a ({p.profile}).** {ours}. Verdict: **{verdict}**.")
-
-    pk = t["f2b"]
-    r, rs = float(pk["peak_ratio"].mean()), float(pk["peak_ratio"].std()) if len(pk) > 1 else 0.0
-    ours = (f"test/train ξ* peak ratio {r:.2f}±{rs:.2f} (KDE on log ξ*), median ratio "
-            f"{pk['median_ratio'].mean():.2f}; rejected {pk['rejected_%'].mean():.1f}% of searches")
-    verdict = "held" if 1.4 <= r <= 2.8 else ("partly held" if r > 1.1 else "did not hold")
-    record_claim(store, "POF-F2b", ours=ours, verdict=verdict,
-                 rule="held if the mean test/train peak ratio is within a factor √2 of 2 (1.4–2.8); partly held if the "
-                      "test peak is still clearly larger (ratio > 1.1)",
-                 values={"peak_ratio": r, "peak_ratio_std": rs})
-    lines.append(f"**POF-F2b ({p.profile}).** {ours}. Verdict: **{verdict}**.")
-    return Markdown("\n\n".join(lines))
-
-
 # ------------------------------------------------------------------------------------------------
 # image pipeline
-
-PAPER_T1_C10 = {"SGD@E": 3.22, "SGD@E+Δ₂": 3.14, "SAM@E": 2.50, "SAM@E+Δ₂": 2.53, "PoF@E+Δ₁": 2.41, "PoF@E+Δ₂": 2.41}
-
 
 @notebook("pof_images")
 @dataclasses.dataclass
@@ -431,10 +365,11 @@ def run_images(p: PoFImagesParams) -> dict[str, pd.DataFrame]:
     """Train all runs for every seed; return per-epoch curves (global epochs), the T1 table rows, and logs."""
     store = Store(p.profile)
     E, d1, d2 = p.pretrain_epochs, min(p.post_epochs), max(p.post_epochs)
-    curves, points, logs = [], [], []
+    curves, points, logs, runs = [], [], [], []
     for seed in p.seeds:
         cfgs = image_configs(p, seed)
         results = dict(zip(cfgs, train_all(cfgs.values(), store, desc=f"images seed {seed}")))
+        runs += [{"seed": seed, "method": name, **_errors(r.summary)} for name, r in results.items()]
         offset = {"SGD": 0, "SAM": 0, "PoF": E, "PoF+classifier": E + d1}
         for name, r in results.items():
             f = r.frame.assign(method=name, seed=seed)
@@ -449,7 +384,7 @@ def run_images(p: PoFImagesParams) -> dict[str, pd.DataFrame]:
         log = pd.DataFrame(results["PoF"].logs)
         logs.append(log.assign(seed=seed))
     return {"curves": pd.concat(curves, ignore_index=True), "points": pd.DataFrame(points),
-            "pof_logs": pd.concat(logs, ignore_index=True)}
+            "pof_logs": pd.concat(logs, ignore_index=True), "runs": pd.DataFrame(runs)}
 
 
 def t1_table(points: pd.DataFrame, p: PoFImagesParams) -> pd.DataFrame:
@@ -458,10 +393,13 @@ def t1_table(points: pd.DataFrame, p: PoFImagesParams) -> pd.DataFrame:
     g["epoch (ours)"] = points.groupby("checkpoint", sort=False)["epoch"].first().to_numpy()
     g["ours: test error % (mean ± std)"] = [f"{m:.2f} ± {s:.2f}" if c > 1 else f"{m:.2f}"
                                              for m, s, c in zip(g["mean"], g["std"], g["count"])]
-    paper_epochs = {"SGD@E": 200, "SGD@E+Δ₂": 250, "SAM@E": 200, "SAM@E+Δ₂": 250, "PoF@E+Δ₁": 210, "PoF@E+Δ₂": 250}
-    g["paper's epoch"] = g["checkpoint"].map(paper_epochs)
-    g["paper's CIFAR-10 error % (WRN-28-10)"] = g["checkpoint"].map(PAPER_T1_C10)
-    g["paper's epoch"] = g["paper's epoch"].astype("Int64")
+    paper = PoFImagesParams.resolve(profile="paper")
+    E, d1, d2 = paper.pretrain_epochs, min(paper.post_epochs), max(paper.post_epochs)
+    paper_epochs = {"SGD@E": E, "SGD@E+Δ₂": E + d2, "SAM@E": E, "SAM@E+Δ₂": E + d2, "PoF@E+Δ₁": E + d1,
+                    "PoF@E+Δ₂": E + d2}
+    g["paper's epoch"] = g["checkpoint"].map(lambda c: f"{paper_epochs[c]}" if c in paper_epochs else "—")
+    g["paper's CIFAR-10 error % (WRN-28-10)"] = g["checkpoint"].map(
+        lambda c: f"{paper_numbers('POF-T1')[c]:.2f}" if c in paper_numbers("POF-T1") else "—")
     return g[["checkpoint", "epoch (ours)", "ours: test error % (mean ± std)", "count", "paper's epoch",
               "paper's CIFAR-10 error % (WRN-28-10)"]]
 
@@ -564,7 +502,8 @@ def benchmark_table(root: Path | None = None) -> tuple[pd.DataFrame, dict | None
     if not files:
         return pd.DataFrame(), None
     best = sorted(files, key=lambda d: (d.get("quick", True), "threads" in d["device"]))[0]
-    paper = {"sgd": (21.8, 1.0), "sam": (32.9, 1.51), "pof": (25.6, 1.17)}
+    n = paper_numbers("POF-T2")
+    paper = {"sgd": (n["sgd_s"], 1.0), "sam": (n["sam_s"], n["sam_ratio"]), "pof": (n["pof_s"], n["pof_ratio"])}
     rows = []
     for r in best["results"]:
         model, method = r["name"].split("/")
@@ -572,109 +511,3 @@ def benchmark_table(root: Path | None = None) -> tuple[pd.DataFrame, dict | None
                      "paper's s/epoch (WRN-28-10, 16 A100)": paper.get(method, (None, None))[0],
                      "paper's ratio": paper.get(method, (None, None))[1]})
     return pd.DataFrame(rows), best
-
-
-def image_verdicts(res: dict[str, pd.DataFrame], meas: dict[str, pd.DataFrame], p: PoFImagesParams):
-    """Decide POF-T1, F4, F5, F6, X1, T2 on this profile's runs, record them, and return Markdown."""
-    from IPython.display import Markdown
-
-    from flatlib.status import record_claim
-
-    store = Store(p.profile)
-    E, d1 = p.pretrain_epochs, min(p.post_epochs)
-    pts = res["points"].pivot_table(index="seed", columns="checkpoint", values="test_error")
-    lines = []
-    stats = pts.agg(["mean", "std"])
-
-    def ms(col: str) -> str:
-        return f"{stats.loc['mean', col]:.2f}±{stats.loc['std', col]:.2f}" if len(pts) > 1 else f"{stats.loc['mean', col]:.2f}"
-
-    # T1: PoF@E+Δ₁ against every baseline checkpoint; the paper's criterion: gain over the runner-up > 1 std
-    others = ["SGD@E", "SGD@E+Δ₂", "SAM@E", "SAM@E+Δ₁", "SAM@E+Δ₂"]
-    best_other = min(others, key=lambda c: stats.loc["mean", c])
-    gain = float(stats.loc["mean", best_other] - stats.loc["mean", "PoF@E+Δ₁"])
-    diff = pts["SAM@E+Δ₁"] - pts["PoF@E+Δ₁"]
-    spread = float(stats.loc["std", "PoF@E+Δ₁"]) if len(pts) > 1 else 0.0
-    ours = (f"PoF@{E + d1} {ms('PoF@E+Δ₁')}% vs SAM@{E} {ms('SAM@E')}%, SAM@{E + d1} {ms('SAM@E+Δ₁')}%, "
-            f"SGD@{E} {ms('SGD@E')}%; best baseline {best_other}, gain {gain:+.2f} points; "
-            f"PoF − SAM-continued per seed: {', '.join(f'{-v:+.2f}' for v in diff)} ({p.dataset}/{p.model})")
-    verdict = "held" if gain > max(spread, 1e-9) else ("partly held" if gain > 0 else "did not hold")
-    record_claim(store, "POF-T1", ours=ours, verdict=verdict,
-                 rule="held if PoF@E+Δ₁ has the lowest mean test error of all checkpoints and beats the runner-up by more "
-                      "than its seed std (the paper's own criterion); partly held if lowest but within one std",
-                 values={"gain": gain, "best_baseline": best_other, "std": spread})
-    lines.append(f"**POF-T1 ({p.profile}).** {ours}. Verdict: **{verdict}**.")
-
-    # F4: error curves after E
-    c = res["curves"]
-    after = c[(c["epoch"] > E) & (c["epoch"] <= E + d1) & c["method"].isin(["SAM", "PoF"])]
-    per_seed = after.pivot_table(index="seed", columns="method", values="test_error", aggfunc="mean")
-    below = int((per_seed["PoF"] < per_seed["SAM"]).sum())
-    delta = float((per_seed["PoF"] - per_seed["SAM"]).mean())
-    ours = (f"mean test error over epochs {E + 1}–{E + d1}: PoF − SAM-continued = {delta:+.2f} points "
-            f"(PoF lower in {below}/{len(per_seed)} seeds)")
-    verdict = "held" if below == len(per_seed) and delta < 0 else ("partly held" if delta < 0 else "did not hold")
-    record_claim(store, "POF-F4", ours=ours, verdict=verdict,
-                 rule="held if PoF's error averaged over the first Δ₁ post-training epochs is below SAM-continued's in every "
-                      "seed; partly held if only on average",
-                 values={"delta": delta, "below_seeds": below})
-    lines.append(f"**POF-F4 ({p.profile}).** {ours}. Verdict: **{verdict}**.")
-
-    # F5
-    t5 = f5_table(meas["f5"])
-    ratio = t5.groupby("split")["PoF/SAM"].agg(["mean", "std"])
-    ours = "; ".join(f"{s}: PoF/SAM peak {r['mean']:.2f}±{(r['std'] if r['std'] == r['std'] else 0):.2f}"
-                     for s, r in ratio.iterrows())
-    ok = [r["mean"] <= 0.75 for _, r in ratio.iterrows()]
-    lower = [r["mean"] < 1 for _, r in ratio.iterrows()]
-    verdict = "held" if all(ok) else ("partly held" if all(lower) else "did not hold")
-    record_claim(store, "POF-F5", ours=ours, verdict=verdict,
-                 rule="held if the PoF/SAM ratio of histogram (KDE) peaks is ≤ 0.75 on both train and test; partly held if "
-                      "below 1 on both",
-                 values={s: float(r["mean"]) for s, r in ratio.iterrows()})
-    lines.append(f"**POF-F5 ({p.profile}).** {ours}. Verdict: **{verdict}**.")
-
-    # F6
-    med = meas["f6"].groupby("method")["size"].median()
-    pof_m = float(med[[k for k in med.index if k.startswith("PoF")][0]])
-    sam_m = float(med[[k for k in med.index if k.startswith("SAM")][0]])
-    sgd_m = float(med[[k for k in med.index if k.startswith("SGD")][0]])
-    ours = f"median ‖δθ‖: PoF {pof_m:.3g}, SAM {sam_m:.3g}, SGD {sgd_m:.3g} (PoF/SAM {pof_m / sam_m:.3g}×, SAM/SGD {sam_m / sgd_m:.3g}×)"
-    verdict = "held" if pof_m >= 10 * sam_m and sam_m > sgd_m else \
-        ("partly held" if pof_m > sam_m and sam_m > sgd_m else "did not hold")
-    record_claim(store, "POF-F6", ours=ours, verdict=verdict,
-                 rule="held if the median PoF perturbation is ≥ 10× SAM's and SAM's exceeds the SGD step; partly held if "
-                      "the order holds with less than a factor 10",
-                 values={"pof": pof_m, "sam": sam_m, "sgd": sgd_m})
-    lines.append(f"**POF-F6 ({p.profile}).** {ours}. Verdict: **{verdict}**.")
-
-    # X1
-    change = pts["PoF@E+Δ₁ + classifier"] - pts["PoF@E+Δ₁"]
-    cs = float(change.std()) if len(change) > 1 else 0.0
-    ours = (f"PoF@{E + d1} {ms('PoF@E+Δ₁')}% → after {p.finetune_epochs} classifier epochs "
-            f"{ms('PoF@E+Δ₁ + classifier')}% (change {change.mean():+.2f}±{cs:.2f})")
-    verdict = "held" if abs(float(change.mean())) <= max(cs, 0.1) or change.mean() > 0 else "did not hold"
-    record_claim(store, "POF-X1", ours=ours, verdict=verdict,
-                 rule="held (no further gain) if the mean error change is not a decrease larger than max(its seed std, 0.1 points)",
-                 values={"change": float(change.mean()), "std": cs})
-    lines.append(f"**POF-X1 ({p.profile}).** {ours}. Verdict: **{verdict}**.")
-
-    # T2
-    table, bench = benchmark_table()
-    if bench is None:
-        record_claim(store, "POF-T2", ours="benchmark not run", verdict="not run",
-                     rule="needs benchmarks/results/update_rules-*.json")
-        lines.append("**POF-T2.** The benchmark has not been run (`python -m benchmarks.update_rules`).")
-    else:
-        gpu = not bench.get("quick", True) and "threads" not in bench["device"]
-        wrn = table[table["model"].str.startswith("wrn")].set_index("method")["ours: ratio to SGD"]
-        ours = (f"{'' if gpu else 'CPU --quick only, not measured on a GPU: '}PoF {wrn['pof']:.2f}×, SAM {wrn['sam']:.2f}× "
-                f"SGD ({bench['device']}, {table['model'].iloc[0]}…)")
-        verdict = ("held" if wrn["pof"] <= 1.17 and wrn["sam"] <= 2.0 else
-                   "partly held" if wrn["pof"] < wrn["sam"] else "did not hold") if gpu else "not run"
-        record_claim(store, "POF-T2", ours=ours, verdict=verdict,
-                     rule="on a GPU (WRN-28-10, batch 256): held if PoF ≤ 1.17× and SAM ≤ 2.0× SGD per epoch; partly "
-                          "held if PoF is at least cheaper than SAM; 'not run' when only the CPU --quick ratios exist",
-                     values={"pof": float(wrn["pof"]), "sam": float(wrn["sam"]), "gpu": gpu})
-        lines.append(f"**POF-T2.** {ours}. Verdict: **{verdict}**.")
-    return Markdown("\n\n".join(lines))

@@ -1,4 +1,4 @@
-"""PoF's classifier-space measurements (Kim et al., ICML 2022): the line search of Eq. 2–3, ξ*_B and ΔL.
+"""PoF's classifier-space measurements (Sato et al., ICML 2022): the line search of Eq. 2–3, ξ*_B and ΔL.
 
 The same line search drives PoF's update rule (``flatlib.train.rules.pof``), which imports it from here.
 """
@@ -35,23 +35,35 @@ def line_search(loss_at: Callable[[Tensor], Tensor], loss0: Tensor, *, method: s
                 init_step: float = 1.0, cap: float = 1e4, grid: int = 16, golden_iters: int = 24) -> LineSearchResult:
     """Minimise a 1-D function f(t), t ≥ 0, with f(0) = ``loss0``, the official PoF way.
 
-    ``loss_at`` maps a 1-D tensor of steps to the 1-D tensor of losses. Bracketing: the steps
-    init_step·2^k below ``cap`` are evaluated at once; the first with f > f(0) is the bracket end
-    (the sequential doubling of the official code stops at the same point). Then ``"doubling"``
-    takes the argmin of the grid t_i = i·upper/grid, i = 1..grid (resolution upper/grid), and
-    ``"golden"`` runs ``golden_iters`` golden-section iterations on [0, upper] (resolution
-    0.618^iters·upper). Without any rise the search is rejected and ``step`` is 0.
+    ``loss_at`` maps a 1-D tensor of steps to the 1-D tensor of losses. Bracketing: on the ladder
+    init_step·2^k below ``cap`` the first step with f > f(0) is the bracket end (the sequential
+    doubling of the official code stops at the same point). Then ``"doubling"`` takes the argmin
+    of the grid t_i = i·upper/grid, i = 1..grid (resolution upper/grid), and ``"golden"`` runs
+    ``golden_iters`` golden-section iterations on [0, upper] (resolution 0.618^iters·upper).
+    Without any rise the search is rejected and ``step`` is 0.
+
+    ``"doubling"`` calls ``loss_at`` once, on the ladder and on the grids of every possible bracket
+    end (n + n·grid candidates, n = ⌈log2(cap/init_step)⌉), and selects the bracket and its grid
+    point with tensor ops: one broadcast, no host synchronisation, no dependent second sweep.
     """
     if method not in LINE_SEARCHES:
         raise ValueError(f"unknown line search {method!r}; choose from: {', '.join(LINE_SEARCHES)}")
     n = max(1, math.ceil(math.log2(cap / init_step)))
     ladder = init_step * 2.0 ** torch.arange(n, dtype=loss0.dtype, device=loss0.device)
-    rises = loss_at(ladder) > loss0
-    rejected = ~rises.any()
-    upper = ladder[rises.to(torch.uint8).argmax()]  # first rise (index 0 if none; masked below)
     if method == "doubling":
-        steps = upper * torch.arange(1, grid + 1, dtype=loss0.dtype, device=loss0.device) / grid
-        best = steps[loss_at(steps).argmin()]
+        # row k: the grid t_i = i·ladder[k]/grid, the grid that "doubling" searches if ladder[k] is the bracket end
+        grids = ladder[:, None] * torch.arange(1, grid + 1, dtype=loss0.dtype, device=loss0.device) / grid
+        losses = loss_at(torch.cat([ladder, grids.reshape(-1)]))
+        ladder_loss, grid_loss = losses[:n], losses[n:].reshape(n, grid)
+    else:
+        ladder_loss = loss_at(ladder)
+    rises = ladder_loss > loss0
+    rejected = ~rises.any()
+    first = rises.to(torch.uint8).argmax().reshape(1)  # first rise (index 0 if none; masked below)
+    upper = ladder.index_select(0, first).squeeze(0)   # a tensor index: no .item()
+    if method == "doubling":
+        row = grid_loss.index_select(0, first).squeeze(0)
+        best = grids.index_select(0, first).squeeze(0).gather(0, row.argmin().reshape(1)).squeeze(0)
     else:
         best = _golden(loss_at, upper, golden_iters)
     return LineSearchResult(torch.where(rejected, torch.zeros_like(best), best), rejected, upper)
@@ -73,6 +85,7 @@ def _golden(loss_at: Callable[[Tensor], Tensor], upper: Tensor, iters: int) -> T
     return (a + b) / 2
 
 
+
 def classifier_params(model: nn.Module) -> dict[str, Tensor]:
     """The classifier's parameters θ as detached tensors (no copy)."""
     return {n: p.detach() for n, p in model.classifier.named_parameters()}
@@ -92,8 +105,16 @@ def minibatch_line_search(model: nn.Module, criterion: Callable[[Tensor, Tensor]
     g = grad(loss)(theta0)
     gnorm = torch.linalg.vector_norm(torch.stack([v.norm() for v in g.values()]))
 
-    def loss_along(t: Tensor) -> Tensor:
-        return loss({k: theta0[k] - t * g[k] for k in theta0})
+    if isinstance(clf, nn.Linear) and set(theta0) <= {"weight", "bias"}:
+        # logits are affine in θ: z(t) = z₀ − t·(F Gᵀ + g_b), so every candidate is one broadcast of two (N, K) tensors
+        z0 = functional_call(clf, theta0, (features,))
+        dz = functional_call(clf, g, (features,)) if "bias" in g else features @ g["weight"].T
+
+        def loss_along(t: Tensor) -> Tensor:
+            return criterion(z0 - t * dz, y)
+    else:
+        def loss_along(t: Tensor) -> Tensor:
+            return loss({k: theta0[k] - t * g[k] for k in theta0})
 
     result = line_search(vmap(loss_along), loss(theta0), **search)
     return result, g, gnorm

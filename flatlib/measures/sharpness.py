@@ -8,7 +8,7 @@ BN buffers are bit-identical afterwards) and evaluates BatchNorm with its runnin
 Curvature measures (FF, Keskar et al. 2017): the top eigenvalue λ1, trace and squared Frobenius
 norm of the training-loss Hessian (``flatlib.curvature``). Fisher measures (FIM, Jia & Su 2020):
 γ̂, tr F, λmax(JJᵀ)/N′ and input-Jacobian robustness (``flatlib.fisher``). PoF's classifier-space
-quantities (Kim et al. 2022): the classifier block's λ1, the test-loss rise along its eigenvector
+quantities (Sato et al. 2022): the classifier block's λ1, the test-loss rise along its eigenvector
 and the mean line-search step ξ*_B. Scale-aware measures: λ1·‖w‖², tr·‖w‖² (Tsuzuku et al.
 2020, FF Sec. 5), adaptive worst-case sharpness (ASAM, Kwon et al. 2021) and PAC-Bayes flatness
 (Jiang et al. 2020, "Fantastic generalization measures"), plain and magnitude-aware. Baselines:

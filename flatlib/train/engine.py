@@ -33,6 +33,9 @@ from flatlib.train.config import CUDA_GRAPH_MODES, TrainConfig
 from flatlib.train.optim import Plateau, build_optimizer, lr_at, set_lr
 from flatlib.train.rules import StepContext, build_rule
 
+# steps between host reads of the per-step losses (NaN check); the loop itself never waits for the device
+_CHECK_EVERY = 50
+
 # rule_kwargs the engine itself consumes (schedule of iterate averaging), not passed to the rule
 
 
@@ -277,6 +280,10 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
         train_batches.set_epoch(epoch)
         ctx.epoch, ctx.logs = epoch, {}
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        # every step's loss stays on the device; finiteness is read on the host every _CHECK_EVERY steps
+        # (one sync per check, none per step) and the first non-finite step is found from this buffer
+        step_losses = torch.zeros(len(train_batches), dtype=torch.float64, device=device)
+        checked = 0
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(train_batches):
             if channels_last and x.dim() == 4:
@@ -287,9 +294,11 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
                 torch.compiler.cudagraph_mark_step_begin()
             loss = rule.step(ctx, x, y)
             loss_sum += loss.double()
+            step_losses[i] = loss.detach()
             step += 1
-            if (not cuda or i % 50 == 0) and not torch.isfinite(loss):
-                _diverged(cfg, store, epoch, i)
+            if (i + 1) % _CHECK_EVERY == 0 or i + 1 == len(step_losses):
+                _check_finite(step_losses, checked, i + 1, cfg, store, epoch)
+                checked = i + 1
         if world > 1:
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= world
@@ -343,6 +352,14 @@ def _recompute_bn(averaged: torch.optim.swa_utils.AveragedModel, ds: ArrayDatase
     batches = loader(ds, "train", 512, device)
     with autocast():
         torch.optim.swa_utils.update_bn(((x, y) for x, y in batches), averaged.module, device=device)
+
+
+def _check_finite(step_losses: torch.Tensor, start: int, stop: int, cfg: TrainConfig, store: Store | None,
+                  epoch: int) -> None:
+    """Stop the run (``Diverged``, naming the first bad step) if a loss of steps [start, stop) is NaN/Inf."""
+    window = step_losses[start:stop]
+    if not bool(torch.isfinite(window).all()):  # the one host read per check
+        _diverged(cfg, store, epoch, start + int((~torch.isfinite(window)).to(torch.uint8).argmax()))
 
 
 def _diverged(cfg: TrainConfig, store: Store | None, epoch: int, step: int | None) -> None:

@@ -5,8 +5,10 @@ Chromium (Debian's ``chromium``) is controlled over the Chrome DevTools Protocol
 ``_build/html`` on 127.0.0.1, opens every page, and returns one line per problem: console
 errors and failed loads, requests that leave the machine (the book must display offline),
 images that did not load, internal links (and their #anchors) that do not resolve, math left
-untypeset after MathJax finished, and chapter pages (built from ``notebooks/``) without a
-figure. It also writes screenshots of the status page and of the first figure of every page.
+untypeset after MathJax finished, chapter pages (built from ``notebooks/``) without a figure,
+raw Markdown table markup in the text (a table that did not render), missing-value markers
+(``<NA>``, ``NaN``) in table cells, unresolved citations, and rows of the status table without a
+verdict badge. It also writes screenshots of the status page and of the first figure of every page.
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ INSPECT_JS = r"""
   clone.querySelectorAll("pre, code, script, style, textarea, mjx-container, mjx-assistive-mml")
        .forEach(el => el.remove());
   const figures = [...article.querySelectorAll(".cell_output img, figure img")];
+  const squash = el => el.textContent.replace(/\s+/g, " ").trim();
+  const statusTable = document.getElementById("status-table");
   return {
     images: images.map(img => ({src: img.currentSrc || img.src, width: img.naturalWidth})),
     links: [...document.querySelectorAll("a[href]")].map(a => a.href),
@@ -61,11 +65,34 @@ INSPECT_JS = r"""
     untypeset: [...article.querySelectorAll(".math")].filter(el => !el.querySelector("mjx-container"))
                  .map(el => el.textContent.slice(0, 80)),
     figures: figures.length,
+    cells: [...article.querySelectorAll("td")].map(squash),
+    citations: [...article.querySelectorAll(".bibtex-citation")]
+                 .map(el => ({text: squash(el), links: el.querySelectorAll("a[href]").length})),
+    statusRows: statusTable === null ? null :
+      [...statusTable.querySelectorAll("tr")].filter(tr => tr.querySelector("td")).map(tr => ({
+        id: squash(tr.querySelector("td")),
+        badges: [...tr.querySelectorAll("span.verdict-badge")]
+                  .map(b => ({classes: [...b.classList], word: squash(b)})),
+      })),
   };
 })()
 """
 REFRESH = re.compile(r'<meta http-equiv="refresh" content="\d+;\s*url=([^"]+)"', re.IGNORECASE)
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{|\$[^$\n]*[\\^_][^$\n]*\$")
+# A Markdown table that reached the page as text: a delimiter row such as |---|, | --- |, |:--|, or
+# the |—| / |–| that smart quotes make of it.
+RAW_TABLE = re.compile(r"\|\s*:?[-\u2013\u2014]+:?\s*\|")
+# pandas' and numpy's missing-value markers shown to the reader in a table cell ("None" is fine).
+# <NA> always; NaN/nan/NaT in a value cell (numbers, markers, symbols, units), not in a cell of prose
+# such as "the loss became NaN or Inf".
+MISSING_VALUE = re.compile(r"<NA>|(?<![\w.])(?:NaN|nan|NaT)(?![\w])")
+PROSE_WORD = re.compile(r"[^\W\d_]{3,}")
+NOT_PROSE = frozenset({"NaN", "nan", "NaT", "inf", "Inf"})
+# A citation role or bibliography directive that was never parsed (no bibtex extension, or a
+# notebook cell that is not MyST).
+RAW_CITATION = re.compile(r"\{(?:cite(?::\w+)?|bibliography)\}")
+# The words a status row's verdict badge may carry (<span class="verdict-badge verdict-...">WORD</span>).
+VERDICTS = ("held", "partly held", "did not hold", "inconclusive", "not run")
 
 
 class DevTools:
@@ -263,6 +290,32 @@ def _screenshots(tools: DevTools, rel: str, figures: int, status_page: str, fold
     return written
 
 
+def _content_problems(seen: dict[str, Any], is_status_page: bool) -> list[str]:
+    """What a reader would see wrong in the page's text: raw table markup, missing-value markers in
+    table cells, unresolved citations and (on the status page) status rows without a verdict badge."""
+    out = [f"raw table markup in the text: {m.group()!r}" for m in RAW_TABLE.finditer(seen["text"])][:5]
+    out += [f"missing value in a table cell: {m.group()!r} in {cell[:80]!r}"
+            for cell in seen["cells"] for m in MISSING_VALUE.finditer(cell)
+            if m.group() == "<NA>" or set(PROSE_WORD.findall(cell)) <= NOT_PROSE][:5]
+    # sphinxcontrib-bibtex renders a key it cannot find as a citation with no link ("[]" or nothing)
+    out += [f"unresolved citation: {c['text']!r} links to no reference" for c in seen["citations"] if not c["links"]][:5]
+    out += [f"unresolved citation: raw {m.group()!r} in the text" for m in RAW_CITATION.finditer(seen["text"])][:5]
+    if is_status_page:
+        rows = seen["statusRows"]
+        if rows is None:
+            out.append('no status table (an element with id="status-table")')
+        elif not rows:
+            out.append("the status table has no rows")
+        for row in rows or []:
+            badges = [b for b in row["badges"]
+                      if any(c.startswith("verdict-") and c != "verdict-badge" for c in b["classes"])]
+            if not badges:
+                out.append(f"status row {row['id']!r} has no verdict badge")
+            out += [f"status row {row['id']!r}: verdict badge with an unknown verdict {b['word']!r}"
+                    for b in badges if b["word"] not in VERDICTS]
+    return out
+
+
 # Notebook pages that show no figure by design: FIM-T2 needs down-sampled ImageNet, which no profile
 # below `paper` has; without it the page explains why it was skipped instead of drawing a figure.
 NO_FIGURE_PAGES = frozenset({"notebooks/fim_imagenet.html"})
@@ -273,8 +326,9 @@ def check_site(root: Path, screenshot_dir: Path | None = None, status_page: str 
     """Open every page of the built book at ``root`` in headless Chromium and report problems.
 
     Pages built from notebooks (under ``chapter_prefix``, except ``NO_FIGURE_PAGES``) must show at
-    least one figure; the status page and the first figure of every page are screenshotted into
-    ``screenshot_dir``.
+    least one figure; every row of the status page's ``#status-table`` must carry a verdict badge
+    (``<span class="verdict-badge verdict-...">WORD</span>``, WORD one of ``VERDICTS``); the status
+    page and the first figure of every page are screenshotted into ``screenshot_dir``.
     """
     report = SiteReport(pages=sorted(p.relative_to(root).as_posix() for p in root.rglob("*.html")
                                      if not p.relative_to(root).parts[0].startswith("_")))
@@ -308,6 +362,7 @@ def check_site(root: Path, screenshot_dir: Path | None = None, status_page: str 
                     problems.append(f"broken link {link[len(base):]}: {why}")
             problems += [f"math not typeset: {t!r}" for t in seen["untypeset"]]
             problems += [f"raw TeX in the text: {m.group()!r}" for m in RAW_TEX.finditer(seen["text"])][:5]
+            problems += _content_problems(seen, rel == status_page)
             if rel.startswith(chapter_prefix) and rel not in NO_FIGURE_PAGES and seen["figures"] == 0:
                 problems.append("chapter shows no figure (a notebook output is missing)")
             report.problems += [f"{rel}: {p}" for p in dict.fromkeys(problems)]

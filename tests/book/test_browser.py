@@ -41,8 +41,15 @@ def test_every_page_displays_offline_with_figures_and_math(built_html, screensho
     assert not blank, f"blank screenshots: {blank}"
 
 
+def _insert(page: Path, html_text: str) -> None:
+    """Append ``html_text`` to the article of a built page."""
+    text = page.read_text()
+    assert "</article>" in text, f"{page} has no <article>"
+    page.write_text(text.replace("</article>", html_text + "</article>", 1))
+
+
 def test_checker_reports_a_broken_copy_of_the_book(built_html, tmp_path):
-    """Break a copy of the book in five ways a reader would notice; each must be reported."""
+    """Break a copy of the book in nine ways a reader would notice; each must be reported."""
     site = tmp_path / "html"
     shutil.copytree(built_html, site)
     chapters = _chapters(sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html")))
@@ -60,6 +67,27 @@ def test_checker_reports_a_broken_copy_of_the_book(built_html, tmp_path):
         "</article>", f'{MATH}<img src="https://example.org/figure.png"></article>', 1))
     # 5. an internal link to a page that does not exist
     (site / "book" / "howto.html").unlink()
+    # 6. a Markdown table that reached the page as one paragraph of pipes (smart quotes make --- a dash)
+    _insert(site / "book" / "ff.html", "<p>| parameter | value | |\u2014|\u2014| | profile | 'default' |</p>"
+                                       "<p>| a | b |\n| --- | --- |</p>")
+    # 7. pandas' missing-value markers in table cells
+    _insert(site / "book" / "fim.html", "<table><tr><td>SAM@E+\u0394</td><td>&lt;NA&gt;</td><td>NaN \u00b1 nan</td></tr></table>")
+    _insert(site / "book" / "fim.html", "<table><tr><td>FIM-T1</td><td>2.41 \u00b1 NaN %</td></tr></table>")
+    # 8. unresolved citations: what sphinxcontrib-bibtex renders for an unknown key (a citation with no
+    #    link), and a role that was never parsed
+    pof = site / "book" / "pof.html"
+    text, cites = pof.read_text(), r'<span class="bibtex-citation"[^>]*>.*?</span>'
+    assert re.search(cites, text, re.S), "book/pof.html cites nothing: the bibliography is not in use"
+    pof.write_text(re.sub(cites, '<span class="bibtex-citation" id="nokey">[]</span>', text, count=1, flags=re.S))
+    _insert(site / "book" / "study.html", "<p>as shown by {cite:p}`nokey2000`</p>")
+    # 9. a status row whose verdict badge is gone
+    text = status.read_text()
+    table = re.search(r'<table[^>]*id="status-table".*?</table>', text, re.S)
+    assert table, "the status page has no table with id status-table"
+    row = re.search(r"<tr[^>]*>\s*<td[^>]*>(.*?)</td>.*?</tr>", table.group(), re.S)
+    first_id = " ".join(re.sub(r"<[^>]+>", "", row.group(1)).split())
+    stripped = re.sub(r'<span class="verdict-badge[^"]*"[^>]*>.*?</span>', "", row.group(), flags=re.S)
+    status.write_text(text.replace(row.group(), stripped, 1))
 
     problems = "\n".join(check_site(site).problems)
 
@@ -69,3 +97,46 @@ def test_checker_reports_a_broken_copy_of_the_book(built_html, tmp_path):
     assert f"{STATUS}: needs the network: https://example.org/figure.png" in problems
     assert f"{STATUS}: math not typeset" in problems or f"{STATUS}: raw TeX in the text" in problems
     assert re.search(r"book/intro\.html: broken link book/howto\.html\S*: HTTP 404", problems)
+    assert "book/ff.html: raw table markup in the text: '|\u2014|'" in problems
+    assert "book/ff.html: raw table markup in the text: '| --- |'" in problems
+    assert "book/fim.html: missing value in a table cell: '<NA>'" in problems
+    assert "book/fim.html: missing value in a table cell: 'NaN'" in problems
+    assert "book/fim.html: missing value in a table cell: 'nan'" in problems
+    assert "book/fim.html: missing value in a table cell: 'NaN' in '2.41 \u00b1 NaN %'" in problems
+    assert "book/pof.html: unresolved citation: '[]' links to no reference" in problems
+    assert "book/study.html: unresolved citation: raw '{cite:p}' in the text" in problems
+    assert f"{STATUS}: status row {first_id!r} has no verdict badge" in problems
+
+
+MINIMAL_STATUS = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>status</title></head><body><article>
+<table id="status-table"><thead><tr><th>ID</th><th>verdict</th><th>ours</th></tr></thead><tbody>
+<tr><td><a href="#FF-F1">FF-F1</a></td><td><span class="verdict-badge verdict-held">held</span></td><td>None</td></tr>
+<tr><td>FIM-S1</td><td><span class="verdict-badge verdict-partly-held">partly held</span>
+    <span class="verdict-badge verdict-inconclusive">inconclusive</span></td><td>\u2014</td></tr>
+<tr><td>POF-T1</td><td>did not hold</td><td>2.41</td></tr>
+<tr><td>POF-T2</td><td><span class="verdict-badge verdict-maybe">maybe</span></td><td>1.17</td></tr>
+</tbody></table>
+<p id="FF-F1">A resolved citation <span class="bibtex-citation">[<a href="#ref">Sato <em>et al.</em>, 2022</a>]</span>,
+a real table of nanometres | pipes | and a 2.50 \u2013 2.41 range; <code>| --- |</code> and <code>{cite}</code> in code.</p>
+<p id="ref">Reference.</p>
+<table><tr><th>parameter</th><th>value</th></tr><tr><td><code>lr</code></td><td><code>None</code></td></tr>
+<tr><td>Nan Xu</td><td>nanmean</td></tr><tr><td>when the loss became NaN or Inf</td><td>\u2014</td></tr></table>
+</article></body></html>
+"""
+
+
+def test_checker_tells_a_badged_status_row_from_a_bare_one(tmp_path):
+    """On a small hand-written site: rows with a badge pass, a bare row and an unknown verdict are
+    reported, and things that only look like the defects (None, a dash, 'nanometres', a linked
+    citation, markup inside code) are not."""
+    (tmp_path / "book").mkdir()
+    (tmp_path / "index.html").write_text('<!DOCTYPE html><html><head><meta charset="utf-8"><title>i</title></head>'
+                                         '<body><article><a href="book/status.html">status</a></article></body></html>')
+    (tmp_path / STATUS).write_text(MINIMAL_STATUS)
+
+    problems = check_site(tmp_path).problems
+
+    assert problems == [f"{STATUS}: status row 'POF-T1' has no verdict badge",
+                        f"{STATUS}: status row 'POF-T2': verdict badge with an unknown verdict 'maybe'"]
+    (tmp_path / STATUS).write_text(MINIMAL_STATUS.replace('id="status-table"', 'id="other"'))
+    assert check_site(tmp_path).problems == [f'{STATUS}: no status table (an element with id="status-table")']

@@ -5,10 +5,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 from flatlib.sphinxext import STATUS_DOC, read_status_last, status_always_outdated, unique_scripts
-from flatlib.status import COLUMNS, record_claim, status_frame, targets
+from flatlib.claims import GATE_NAMES, Gate, judge
+from flatlib.claims.status import status_frame, status_html
+from flatlib.reference import targets
 from flatlib.store import Store
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -53,56 +53,60 @@ def as_text(frame) -> list[list[str]]:
 
 
 def test_rendered_status_page_agrees_with_results_store(built_html):
-    """Every row of the built status table (and of its rules table) equals status_frame() now."""
+    """Every row of the built status table equals what status_html() renders from the store now."""
     page = built_html / f"{STATUS_DOC}.html"
     frame = status_frame(PROJECT / "results")
-    shown = ["ID", "paper's claim", "paper's value", "reference", "ours", "profile", "verdict", "date", "commit"]
-    rendered, expected = table(page, "status-table"), as_text(frame[shown])
-    assert rendered[0] == expected[0] and all(len(row) == len(shown) for row in rendered)
+    rendered = table(page, "status-table")
+    expected = [[" ".join(c.split()) for c in row] for row in _rows(status_html(frame))]
     assert [r[0] for r in rendered[1:]] == list(targets()["id"]), "one row per target, in the targets' order"
-    stale = [f"{exp[0]} {col}: page {g!r}, store {e!r}" for got, exp in zip(rendered[1:], expected[1:])
-             for col, g, e in zip(shown, got, exp) if g != e]
+    stale = [f"{exp[0]}: page {got!r}, store {exp!r}" for got, exp in zip(rendered[1:], expected) if got != exp]
     assert not stale, "status page disagrees with the results store (rebuild with `make book`):\n" + "\n".join(stale)
-    assert table(page, "status-rules") == as_text(frame.loc[frame["rule"] != "", ["ID", "rule"]])
+    assert table(page, "status-counts")[1:] == [[" ".join(c.split()) for c in r] for r in _rows(status_html(frame),
+                                                                                                  "status-counts")]
+
+
+def _rows(fragment: str, table_id: str = "status-table") -> list[list[str]]:
+    parser = _Table(table_id)
+    parser.feed(fragment)
+    return parser.rows[1:]
+
+
+def _claim(target: str, verdict: str, ours: str = "x", passed: bool = True):
+    return judge(target, verdict, gates={g: Gate(passed, f"{g} detail") for g in GATE_NAMES}, ours=ours,
+                 headline=ours, rule="a rule")
 
 
 def test_recorded_claim_shows_with_its_provenance(tmp_path):
-    record_claim(Store("default", tmp_path), "FF-G", ours="λ1 12.1 ± 0.3", verdict="held", rule="a rule")
-    frame = status_frame(tmp_path).set_index("ID")
-    assert list(frame.reset_index().columns) == list(COLUMNS)
-    row = frame.loc["FF-G"]
-    assert (row["ours"], row["verdict"], row["profile"], row["rule"]) == ("λ1 12.1 ± 0.3", "held", "default", "a rule")
+    _claim("FF-G", "held", "λ1 12.1 ± 0.3").record("default", tmp_path)
+    row = status_frame(tmp_path).set_index("ID").loc["FF-G"]
+    assert (row["ours"], row["verdict"], row["scale"], row["rule"]) == ("λ1 12.1 ± 0.3", "held", "default", "a rule")
     entry = next(Store("default", tmp_path).entries("claim"))
     assert row["date"] == entry.provenance["time"][:10]
     assert row["commit"] == (entry.provenance["commit"] or "—")
     assert row["paper's value"] == targets().set_index("id").loc["FF-G", "paper_value"]
-    assert row["reference"] == "Sec. 2"
+    assert row["reference"] == "Sec. 2" and row["gates"]["trained"] == {"passed": True, "detail": "trained detail"}
 
 
 def test_targets_without_a_record_are_not_run(tmp_path):
-    record_claim(Store("smoke", tmp_path), "FF-G", ours="x", verdict="partly held", rule="r")
+    _claim("FF-G", "partly held").record("smoke", tmp_path)
     frame = status_frame(tmp_path)
     assert len(frame) == len(targets()) and frame["ID"].is_unique
     others = frame[frame["ID"] != "FF-G"]
     assert (others["verdict"] == "not run").all() and (others["ours"] == "—").all()
-    assert frame.set_index("ID").loc["FF-G", "profile"] == "smoke"
+    assert frame.set_index("ID").loc["FF-G", "scale"] == "smoke"
 
 
-def test_paper_profile_is_preferred_over_default_over_smoke(tmp_path):
+def test_paper_profile_is_preferred_and_every_profile_is_shown(tmp_path):
     for profile, verdict in [("smoke", "held"), ("default", "partly held"), ("paper", "did not hold")]:
-        record_claim(Store(profile, tmp_path), "FF-F1", ours=profile, verdict=verdict, rule="r")
-    record_claim(Store("smoke", tmp_path), "FF-F2", ours="s", verdict="held", rule="r")
-    record_claim(Store("default", tmp_path), "FF-F2", ours="d", verdict="did not hold", rule="r")
+        _claim("FF-F1", verdict, profile).record(profile, tmp_path)
+    _claim("FF-F2", "held", "s").record("smoke", tmp_path)
+    _claim("FF-F2", "did not hold", "d", passed=False).record("default", tmp_path)
     frame = status_frame(tmp_path).set_index("ID")
     assert tuple(frame.loc["FF-F1", ["ours", "verdict"]]) == ("paper", "did not hold")
-    assert tuple(frame.loc["FF-F2", ["ours", "profile"]]) == ("d", "default")
-
-
-@pytest.mark.parametrize("kwargs", [{"target": "FF-X"}, {"verdict": "sort of"}])
-def test_record_claim_rejects_unknown_targets_and_verdicts(tmp_path, kwargs):
-    args = {"target": "FF-G", "ours": "x", "verdict": "held", "rule": "r", **kwargs}
-    with pytest.raises(ValueError, match="choose from"):
-        record_claim(Store("default", tmp_path), **args)
+    assert tuple(frame.loc["FF-F1", ["verdict: paper", "verdict: default", "verdict: smoke"]]) == (
+        "did not hold", "partly held", "held")
+    assert tuple(frame.loc["FF-F2", ["ours", "scale", "verdict"]]) == ("d", "default", "inconclusive")
+    assert frame.loc["FF-F2", "reason"] == "trained: trained detail; acted: acted detail; resolvable: resolvable detail"
 
 
 def test_status_page_is_read_last_and_on_every_build():

@@ -12,7 +12,7 @@ from flatlib.train.rules.sam import SAMRule
 RULES: dict[str, type[UpdateRule]] = {
     "standard": StandardRule,   # plain SGD / Adam / AdamW
     "sam": SAMRule,             # SAM and ASAM (Foret et al. 2021; Kwon et al. 2021)
-    "pof": PoFRule,             # PoF, Algorithm 1 (Kim et al. 2022)
+    "pof": PoFRule,             # PoF, Algorithm 1 (Sato et al. 2022)
     "classifier": ClassifierRule,  # classifier-only fine-tuning on fixed features (POF-X1)
     "fisher": FisherRule,       # the Fisher-determinant regularizer (Jia & Su 2020, Algorithm 1)
 }

@@ -11,6 +11,9 @@ Implementation (torch.func, no module state touched except through the optimizer
   pass 1: g_i and L(B_i, w) for all i in ONE ``vmap`` over sub-batches of ``grad_and_value``;
   pass 2: ∇L(B_i, w − α g_i) in ONE ``vmap`` over (stacked perturbed parameters, sub-batch) pairs.
 First-order gradient (paper, official code): ∇R = (1/M) Σ_i [g_i − ∇L(B_i, w − α g_i)].
+To O(α²) this equals α (1/M) Σ_i H_i g_i; ``gradient="hvp"`` computes that instead (pass 2 becomes
+one vmapped forward-over-reverse HVP per sub-batch), because the difference of two gradients that
+agree to ~α·λ relative is lost below TF32/bf16 resolution and the HVP has no such cancellation.
 ``first_order=False`` differentiates R exactly through g_i (double backward). For models with
 train-mode BatchNorm this variant loops over sub-batches: vmap's double backward through batched
 train-mode BN gives a wrong gradient (torch 2.14; caught by the autograd-loop comparison in the tests).
@@ -31,8 +34,12 @@ clone channels_last tensors on CUDA); the update is copied back in each paramete
 Precision: α g_i is ~1e-4 of the weights, below bf16 resolution, so the sub-batch passes run in
 the parameters' dtype with autocast disabled (TF32 convolutions, if enabled, also blur it).
 
-Non-finite contract: if L(B, w) or R_α is NaN/Inf the optimizer is NOT stepped and the
-non-finite objective L + βR is returned, so the engine's finiteness check stops the run.
+Non-finite contract: if L(B, w) or R_α is NaN/Inf the gradient handed to the optimizer is zero
+(so no NaN reaches the weights, the momentum or, with ``reuse_mean_grad``, the BN statistics) and
+the non-finite objective L + βR is returned, so the engine's finiteness check stops the run. The
+test is a device-side select, not a host read: the step makes no host synchronisation. (The
+optimizer still steps, with a zero gradient: weight decay and momentum move the weights once,
+finitely; the engine never saves them.)
 """
 from __future__ import annotations
 
@@ -40,12 +47,14 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.func import functional_call, grad, grad_and_value, jvp, vmap
 
 from flatlib._checks import finite_floats
+from flatlib._torch import bn_stats_frozen
 from flatlib.train.rules.base import StepContext, UpdateRule
 
 Tree = dict[str, torch.Tensor]
+GRADIENTS = ("difference", "hvp")
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -95,6 +104,13 @@ class _SubBatchLoss:
         return self.criterion(functional_call(self.model, {**params, **self.frozen, **buffers}, (x,)), y)
 
 
+def _subbatch_hvp(sub_loss: _SubBatchLoss) -> Callable:
+    """(params, g_i, buffers, x_i, y_i) ↦ H_i g_i, the Hessian of L(B_i, ·) at params along g_i (forward-over-reverse)."""
+    def hvp(params: Tree, gi: Tree, buffers: Tree, x: torch.Tensor, y: torch.Tensor) -> Tree:
+        return jvp(lambda p: grad(sub_loss)(p, buffers, x, y), (params,), (gi,))[1]
+    return hvp
+
+
 def _split(t: torch.Tensor, m: int) -> torch.Tensor:
     if len(t) % m:
         raise ValueError(f"batch of {len(t)} cannot be split into {m} equal sub-batches")
@@ -124,6 +140,9 @@ class FisherRule(UpdateRule):
     vmaps by loops over sub-batches (reference implementation; fallback for models vmap cannot run).
     ``reuse_mean_grad``: None = reuse (1/M)Σg_i as ∇L(B, w) iff the model has no train-mode BatchNorm
     (where it is exact); see the module docstring. Per-step log: ``fisher_reg`` = R_α(w).
+    ``gradient`` (first order only): ``"difference"`` is the paper's g_i − ∇L(B_i, w − α g_i);
+    ``"hvp"`` is its O(α²)-equal form α H_i g_i by forward-over-reverse, which has no cancellation
+    and so keeps its accuracy with TF32/bf16 matrix products (``tests/test_regularizer_precision.py``).
     """
 
     name = "fisher"
@@ -134,9 +153,12 @@ class FisherRule(UpdateRule):
     @finite_floats
     def __init__(self, alpha: float = 1e-4, beta: float = 10.0, num_subbatches: int = 8, start_epoch: int = 0,
                  clip_tau: float | None = None, first_order: bool = True, batched: bool = True,
-                 reuse_mean_grad: bool | None = None):
+                 reuse_mean_grad: bool | None = None, gradient: str = "difference"):
         if num_subbatches < 1 or alpha <= 0 or beta < 0:
             raise ValueError("need num_subbatches >= 1, alpha > 0, beta >= 0")
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient={gradient!r}; choose from: {', '.join(GRADIENTS)}")
+        self.gradient = gradient
         self.alpha, self.beta, self.num_subbatches = alpha, beta, num_subbatches
         self.start_epoch, self.clip_tau, self.first_order = start_epoch, clip_tau, first_order
         self.batched, self.reuse_mean_grad = batched, reuse_mean_grad
@@ -170,7 +192,18 @@ class FisherRule(UpdateRule):
         bufs, bufs_pert = _stacked_buffers(model, m), _stacked_buffers(model, m)
 
         with torch.autocast(x.device.type, enabled=False):
-            if self.first_order:
+            if self.first_order and self.gradient == "hvp":
+                g, l1 = map_subbatches(grad_and_value(sub_loss), (None, 0, 0, 0), params, bufs, xs, ys,
+                                       batched=self.batched)
+                with bn_stats_frozen(model):  # batch statistics as in pass 1; the buffers are not touched
+                    hg = map_subbatches(_subbatch_hvp(sub_loss), (None, 0, 0, 0, 0), params, g, bufs_pert, xs, ys,
+                                        batched=self.batched)
+                # R_α to second order, α‖g_i‖² − (α²/2) g_iᵀH_i g_i: no difference of two nearly equal losses
+                gg = sum(g[n].flatten(1).pow(2).sum(1) for n in names)
+                ghg = sum((g[n] * hg[n]).flatten(1).sum(1) for n in names)
+                reg = (a * gg - 0.5 * a * a * ghg).mean()
+                update = {n: self.beta * a * hg[n].mean(0) + (g[n].mean(0) if reuse else 0) for n in names}
+            elif self.first_order:
                 g, l1 = map_subbatches(grad_and_value(sub_loss), (None, 0, 0, 0), params, bufs, xs, ys,
                                        batched=self.batched)
                 pert = {n: params[n] - a * g[n] for n in names}
@@ -196,25 +229,25 @@ class FisherRule(UpdateRule):
         loss = l1.mean() if reuse else ctx.loss(x, y)
         ctx.log("fisher_reg", reg)
         objective_value = (loss + self.beta * reg).detach()
-        if not bool(torch.isfinite(objective_value)):
-            return objective_value
+        finite = torch.isfinite(objective_value)  # stays on the device: no host sync per step
         if reuse:
-            self._update_bn_stats(bn, bufs)
+            self._update_bn_stats(bn, bufs, finite)
         else:
             loss.backward()
+        zero = torch.zeros((), dtype=objective_value.dtype, device=objective_value.device)
         for n, p in named:
             u = update[n] if update[n].stride() == p.stride() else torch.empty_like(p).copy_(update[n])
-            p.grad = u if p.grad is None else p.grad + u
+            p.grad = torch.where(finite, u if p.grad is None else p.grad + u, zero)
         self._finish(ctx)
-        return loss.detach()
+        return torch.where(finite, loss.detach(), objective_value)
 
     @staticmethod
     @torch.no_grad()
-    def _update_bn_stats(bn: list[tuple[str, nn.Module]], lanes: Tree) -> None:
-        """Running stats ← average of the per-sub-batch updated copies (counters: any copy)."""
+    def _update_bn_stats(bn: list[tuple[str, nn.Module]], lanes: Tree, finite: torch.Tensor) -> None:
+        """Running stats ← average of the per-sub-batch updated copies (counters: any copy); kept when not ``finite``."""
         for prefix, mod in bn:
             for k in ("running_mean", "running_var", "num_batches_tracked"):
                 buf = getattr(mod, k, None)
                 if buf is not None:
                     stacked = lanes[f"{prefix}.{k}" if prefix else k]
-                    buf.copy_(stacked.mean(0) if stacked.is_floating_point() else stacked[0])
+                    buf.copy_(torch.where(finite, stacked.mean(0) if stacked.is_floating_point() else stacked[0], buf))

@@ -1,4 +1,4 @@
-"""PoF: post-training of the feature extractor (Kim et al., ICML 2022, Algorithm 1).
+"""PoF: post-training of the feature extractor (Sato, Yamada, Tanaka, Inoue & Kawakami, ICML 2022, Algorithm 1).
 
 The classifier θ₀ of an already trained model stays fixed; only the feature extractor φ learns.
 Each step:
@@ -12,9 +12,11 @@ Each step:
 The line search follows the official code (DensoITLab/PoF-v1): in units of the raw gradient, the step
 t (ξ = t‖g‖) doubles from ``init_step`` until L_B rises above L_B(θ₀); a 16-point grid on (0, t]
 then gives the argmin. If the loss never rises before ``cap`` the landscape is one-sided and the step
-is rejected (no perturbation). A golden-section search on (0, t] is the alternative. Both are
-vectorised over candidate steps and make no host synchronisation, so a PoF step costs one extra
-feature forward pass (under no_grad) plus classifier-sized work.
+is rejected (no perturbation). The ladder and the grids of every possible bracket end are evaluated
+in one broadcast and selected on the device (for a Linear classifier the logits along the line are
+z₀ − t·(F Gᵀ + g_b), so the broadcast costs two (N, K) tensors). A golden-section search on (0, t] is
+the alternative. Neither makes a host synchronisation (``tests/test_host_syncs.py``), so a PoF step
+costs one extra feature forward pass (under no_grad) plus classifier-sized work.
 """
 from __future__ import annotations
 

@@ -1,0 +1,162 @@
+"""The FIM claims: scenarios I–III (which metric tracks test error), the regularizer (T1, T3), its
+cost (TC, from the GPU benchmark) and ImageNet (T2, not run without the data)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flatlib.claims.pof import BENCH_TOLERANCE
+from flatlib.claims.rules import Detectable, Fit, Moved, PairedDirection
+from flatlib.claims.stats import mde_error_difference, mde_paired
+from flatlib.claims.verdict import Claim, Claims, Gate, judge, not_applicable, not_run
+from flatlib.experiments.fim import METRIC_SHORT, METRICS, is_gpu, level_summary, rank_table
+from flatlib.reference import paper_numbers
+
+# --- thresholds, fixed before any outcome (each with its reason) --------------------------------
+# the paper's premise: "all remain close-to-zero training losses"; train error ≤ 1 %
+SCENARIO_FIT = Fit(99.0, why="the paper compares minima of close-to-zero training loss")
+SCENARIO_MOVED = Moved(1e-2, "the mean training loss (last vs first configuration)")
+REG_FIT = Fit(95.0)
+REG_MOVED = Moved(1e-2, "the training loss (with vs without the regularizer)")
+ERR = Detectable("points")
+ALPHA = 0.05
+
+
+def tracks(scenario: str) -> dict[str, bool]:
+    """Which metric the paper says tracks test error in ``scenario`` (Fig. 2–4 captions)."""
+    return {k.split(":", 1)[1]: bool(v) for k, v in paper_numbers(scenario).items() if k.startswith("tracks:")}
+
+
+SCENARIO_RULE = (f"a metric tracks test error when Kendall τ(metric, test error) over all models is > 0 with p < "
+                 f"{ALPHA:g}; held if each of the four metrics tracks or fails as the paper says, partly held if γ̂ "
+                 "tracks but another metric disagrees with the paper, did not hold if γ̂ does not track")
+
+
+def scenario_verdict(table: pd.DataFrame, target: str) -> str:
+    """``SCENARIO_RULE`` on a rank table (columns ``metric``, ``tracks (ours)``)."""
+    paper, ours = tracks(target), dict(zip(table["metric"], table["tracks (ours)"]))
+    if not ours.get("log_det", False):
+        return "did not hold"
+    return "held" if all(ours.get(m) == paper[m] for m in paper) else "partly held"
+
+
+def scenario(frame: pd.DataFrame, p: Any) -> Claim:
+    """FIM-S1/S2/S3: Kendall τ of each metric with test error over all models, against the paper's captions."""
+    target = p.SCENARIO
+    table = rank_table(frame, target)
+    ours = dict(zip(table["metric"], table["tracks (ours)"]))
+    verdict = scenario_verdict(table, target)
+    summ = level_summary(frame)
+    trained = SCENARIO_FIT.gate({str(lv): list(100 - g["train_error"]) for lv, g in frame.groupby("level", sort=False)})
+    first, last = summ.iloc[0], summ.iloc[-1]
+    acted = SCENARIO_MOVED.gate([(last["train_loss_mean"] - first["train_loss_mean"]) / first["train_loss_mean"]])
+    n_test = int(frame["n_test"].min())
+    spread = float(summ["test_error_mean"].max() - summ["test_error_mean"].min())
+    seed_sd = float(frame.groupby("level")["test_error"].std(ddof=1).mean()) / 100
+    mde = 100 * mde_error_difference(float(frame["test_error"].mean()) / 100, n_test, seed_sd,
+                                     int(frame.groupby("level").size().min()))
+    resolvable = Gate(spread >= mde, f"test error spans {spread:.2f} points across configurations "
+                                     f"({'≥' if spread >= mde else '<'} the minimum detectable difference {mde:.2f} "
+                                     f"points, {n_test} test points)")
+    err = ", ".join(f"{r.level}: {r.test_error_mean:.2f}" for r in summ.itertuples())
+    taus = "; ".join(f"{METRIC_SHORT[r['metric']]} τ = {r['Kendall τ (all models)']:+.2f} (p = {r['p-value']:.2g})"
+                     for _, r in table.iterrows() if r["metric"] in METRICS)
+    tracking = [METRIC_SHORT[m] for m in METRICS if ours.get(m)]
+    claim = judge(target, verdict, gates={"trained": trained, "acted": acted, "resolvable": resolvable},
+                  ours=f"{len(frame)} models; test error % by {p.LEVEL}: {err}; Kendall τ vs test error: {taus}",
+                  headline="tracks: " + (", ".join(tracking) or "none"),
+                  rule=f"{SCENARIO_RULE}. Gates: {SCENARIO_FIT.text()}; {SCENARIO_MOVED.text()}; the test error must "
+                       "vary across configurations by at least the minimum detectable difference",
+                  values={"rank_table": table.to_dict(orient="records"), "tracks": tracking})
+    claim.record(p.profile)
+    return claim
+
+
+def _pairs(frame: pd.DataFrame, col: str) -> dict[tuple[str, str], pd.DataFrame]:
+    return {k: g.pivot_table(index="seed", columns="regularizer", values=col).dropna()
+            for k, g in frame.groupby(["dataset", "model"], sort=False)}
+
+
+def regularizer(frame: pd.DataFrame, p: Any) -> Claims:
+    """FIM-T1 (test error lower with the regularizer) and FIM-T3 (γ̂ lower), paired by seed per (dataset, model)."""
+    out = Claims()
+    t1, t3 = paper_numbers("FIM-T1"), paper_numbers("FIM-T3")
+    fit = REG_FIT.gate({f"{d} {m} {r}": list(100 - g["train_error"])
+                        for (d, m, r), g in frame.groupby(["dataset", "model", "regularizer"], sort=False)})
+    loss = _pairs(frame, "train_loss")
+    moved = REG_MOVED.gate(np.concatenate([((g["with"] - g["without"]) / g["without"]).to_numpy() for g in loss.values()]))
+    n_test = int(frame["n_test"].min())
+    for target, col, unit in (("FIM-T1", "test_error", "points"), ("FIM-T3", "log_det", "(γ̂)")):
+        rule = PairedDirection("test error" if target == "FIM-T1" else "γ̂", "the regularizer", "none", -1)
+        verdicts, parts, gates_ok, details, values = [], [], [], [], {}
+        for (d, m), g in _pairs(frame, col).items():
+            v, t = rule.decide(g["with"], g["without"])
+            verdicts.append(v)
+            values[f"{d}:{m}"] = t.__dict__
+            sd = t.sd if np.isfinite(t.sd) else 0.0
+            if target == "FIM-T1":
+                key = f"cifar10:{m}" if f"cifar10:{m}:with" in t1 else "cifar10:resnet20"
+                effect = t1[f"{key}:without"] - t1[f"{key}:with"]
+                mde = 100 * mde_error_difference(float(g.to_numpy().mean()) / 100, n_test, sd / 100, len(g))
+                parts.append(f"{d} {m}: {g['without'].mean():.2f} → {g['with'].mean():.2f} %, with − without "
+                             + t.describe("{:+.2f}"))
+            else:
+                key = m if f"{m}:with" in t3 else "resnet20"
+                rel = (t3[f"{key}:without"] - t3[f"{key}:with"]) / abs(t3[f"{key}:without"])
+                effect = rel * abs(float(g["without"].mean()))
+                mde = mde_paired(sd, len(g))
+                change = (g["with"].mean() - g["without"].mean()) / abs(g["without"].mean())
+                parts.append(f"{d} {m}: γ̂ {g['without'].mean():.1f} → {g['with'].mean():.1f} ({change:+.1%}; the "
+                             f"paper's {-rel:+.1%} for {key}), with − without " + t.describe("{:+.3g}"))
+            gates_ok.append(np.isfinite(mde) and mde <= effect)
+            details.append(f"{d} {m}: minimum detectable effect {mde:.3g} {unit} {'≤' if gates_ok[-1] else '>'} the "
+                           f"paper's {effect:.3g} ({key})")
+        verdict = ("held" if all(v == "held" for v in verdicts) else
+                   "did not hold" if all(v == "did not hold" for v in verdicts) else "partly held")
+        claim = judge(target, verdict, gates={"trained": fit, "acted": moved,
+                                              "resolvable": Gate(all(gates_ok), "; ".join(details))},
+                      ours=f"{len(p.seeds)} seeds, {n_test} test points: " + "; ".join(parts)
+                           + "; no per-image predictions are stored, so McNemar's test is not applied",
+                      headline=", ".join(verdicts) + " per pair",
+                      rule=f"per (dataset, model): {rule.text()}; held if held for every pair, did not hold if for none. "
+                           f"Gates: {REG_FIT.text()}; {REG_MOVED.text()}; {ERR.text()}",
+                      values=values)
+        claim.record(p.profile)
+        out.append(claim)
+    return out
+
+
+def timing(bench: pd.DataFrame, profile: str) -> Claim:
+    """FIM-TC: the regularized step's cost relative to the plain step, from GPU benchmark results only."""
+    paper = paper_numbers("FIM-TC")
+    ratio = paper["with_ms"] / paper["without_ms"]
+    fisher = bench[bench["candidate"] == "fisher"] if len(bench) else bench
+    gpu = fisher[fisher["device"].map(is_gpu)] if len(fisher) else fisher
+    if gpu is None or len(gpu) == 0:
+        claim = not_run("FIM-TC", "needs a GPU result of benchmarks/fisher_reg.py (the M sub-batch passes are batched "
+                                  "for a GPU; CPU ratios are not comparable)")
+    else:
+        ok = list(gpu["ratio to plain"] <= BENCH_TOLERANCE * ratio)
+        verdict = "held" if all(ok) else "partly held" if any(ok) else "did not hold"
+        device = gpu["device"].iloc[0]
+        claim = judge("FIM-TC", verdict,
+                      gates={"trained": not_applicable("a timing benchmark"), "acted": not_applicable("a timing benchmark"),
+                             "resolvable": Gate(True, f"measured on a GPU ({device})")},
+                      ours="; ".join(f"{r['model']}: {r['ratio to plain']:.2f}×" for _, r in gpu.iterrows()),
+                      headline=" / ".join(f"{r['ratio to plain']:.2f}×" for _, r in gpu.iterrows()),
+                      rule=f"held if the regularized step costs at most {BENCH_TOLERANCE:g}× the paper's ratio "
+                           f"{ratio:.2f} for every GPU model, partly held if for some",
+                      values={"rows": gpu.to_dict(orient="records")}, scale=f"GPU benchmark, {device}")
+    claim.record(profile)
+    return claim
+
+
+def imagenet(why: str, profile: str) -> Claim:
+    """FIM-T2: recorded as not run, with the reason."""
+    claim = not_run("FIM-T2", why)
+    claim.record(profile)
+    return claim
+
+

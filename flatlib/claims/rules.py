@@ -1,0 +1,189 @@
+"""Decision rules whose printed sentence is generated from the thresholds they apply.
+
+Each rule is a frozen dataclass: its fields are the thresholds (set from the paper and from
+statistics before any outcome is seen), ``text`` renders the sentence shown next to the verdict,
+and ``decide``/``gate`` apply exactly those fields. Nothing else states a threshold.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from flatlib.claims.stats import ALPHA, PairedTest, paired
+from flatlib.claims.verdict import Gate
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}"
+
+
+# ----------------------------------------------------------------------------------------- gates
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """The "trained" gate: every arm reaches ``minimum`` of ``what`` (in %) in its worst seed."""
+
+    minimum: float
+    what: str = "train accuracy"
+    why: str = ""
+
+    def text(self) -> str:
+        return f"every arm reaches {self.what} ≥ {self.minimum:g} % in every seed" + (f" ({self.why})" if self.why else "")
+
+    def gate(self, arms: Mapping[str, Sequence[float]], chance: float | None = None) -> Gate:
+        worst = {arm: float(np.min(v)) for arm, v in arms.items()}
+        low = {a: w for a, w in worst.items() if not w >= self.minimum}
+        chance_txt = f"; chance {chance:.3g} %" if chance is not None else ""
+        if low:
+            return Gate(False, "; ".join(f"{a} arm did not train ({self.what} {w:.1f} %, required ≥ {self.minimum:g} %"
+                                         f"{chance_txt})" for a, w in low.items()))
+        return Gate(True, f"{self.what} ≥ {self.minimum:g} % in every arm and seed (worst: "
+                          + ", ".join(f"{a} {w:.1f} %" for a, w in worst.items()) + ")")
+
+
+@dataclasses.dataclass(frozen=True)
+class Moved:
+    """The "acted" gate: the treatment changed ``what`` by a relative amount ≥ ``floor`` in every seed."""
+
+    floor: float
+    what: str
+
+    def text(self) -> str:
+        return f"the treatment changes {self.what} by ≥ {self.floor:.0e} (relative) in every seed"
+
+    def gate(self, relative_changes: Sequence[float], extra: str = "") -> Gate:
+        ch = np.abs(np.asarray(relative_changes, dtype=float))
+        shown = ", ".join(f"{c:.1e}" for c in ch)
+        ok = bool(len(ch) and np.all(ch >= self.floor))
+        head = f"relative change of {self.what} per seed {shown} ({'≥' if ok else 'not all ≥'} {self.floor:.0e})"
+        return Gate(ok, head + (f"; {extra}" if extra else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class Detectable:
+    """The "resolvable" gate: the paper's effect is at least the minimum detectable effect (MDE)."""
+
+    unit: str = "points"
+
+    def text(self) -> str:
+        return ("the paper's effect is at least the minimum detectable effect at α = 0.05 and 80 % power "
+                "(binomial error of the test set and the seed spread)")
+
+    def gate(self, mde: float, paper_effect: float, design: str) -> Gate:
+        ok = bool(np.isfinite(mde) and abs(paper_effect) >= mde)
+        return Gate(ok, f"minimum detectable effect {_num(mde)} {self.unit} ({design}) "
+                        f"{'≤' if ok else '>'} the paper's {_num(abs(paper_effect))} {self.unit}")
+
+
+# ---------------------------------------------------------------------------------------- rules
+@dataclasses.dataclass(frozen=True)
+class PairedDirection:
+    """A paired per-seed comparison of ``quantity`` between two arms that share seeds.
+
+    held: the claimed sign in every seed and a one-sided paired t-test p < ``alpha``;
+    partly held: the claimed sign on average only; did not hold: the opposite sign on average.
+    ``log`` compares log values (ratios), for positive scale quantities such as λ1.
+    """
+
+    quantity: str
+    treatment: str
+    control: str
+    direction: int = +1
+    alpha: float = ALPHA
+    log: bool = False
+
+    def text(self) -> str:
+        word = "higher" if self.direction > 0 else "lower"
+        scale = "log " if self.log else ""
+        return (f"{self.quantity} is {word} with {self.treatment} than with {self.control}: held if so in every seed "
+                f"and a one-sided paired t-test on {scale}values gives p < {self.alpha:g}; partly held if {word} on "
+                f"average only; did not hold if not {word} on average")
+
+    def test(self, treatment: Sequence[float], control: Sequence[float]) -> PairedTest:
+        f = np.log if self.log else np.asarray
+        return paired(f(np.asarray(treatment, dtype=float)), f(np.asarray(control, dtype=float)), self.direction)
+
+    def decide(self, treatment: Sequence[float], control: Sequence[float]) -> tuple[str, PairedTest]:
+        t = self.test(treatment, control)
+        signed = self.direction * t.mean
+        if t.agree == t.n and t.n >= 2 and t.t_pvalue < self.alpha:
+            return "held", t
+        return ("partly held" if signed > 0 else "did not hold"), t
+
+
+@dataclasses.dataclass(frozen=True)
+class NonInferior:
+    """"Generalises no worse": the treatment's test error exceeds the control's by less than ``margin``.
+
+    The one-sided 95 % upper bound of the mean error difference (treatment − control, seed-paired,
+    its standard error combining the seed spread and the binomial error of the shared test set)
+    must lie below ``margin`` percentage points.
+    """
+
+    margin: float
+    treatment: str
+    control: str
+    alpha: float = ALPHA
+
+    def text(self) -> str:
+        return (f"{self.treatment} generalises no worse than {self.control}: the one-sided {1 - self.alpha:.0%} upper "
+                f"bound of its test-error excess (paired by seed, seed spread and binomial test-set error combined) "
+                f"is below {self.margin:g} points")
+
+    def upper_bound(self, diffs_pct: Sequence[float], error_pct: float, n_test: int) -> float:
+        from scipy import stats as st
+
+        d = np.asarray(diffs_pct, dtype=float)
+        seed_var = float(np.var(d, ddof=1)) / len(d) if len(d) > 1 else 0.0
+        p = error_pct / 100
+        se = math.sqrt(seed_var + 2 * (100 ** 2) * p * (1 - p) / n_test)
+        return float(d.mean() + st.norm.ppf(1 - self.alpha) * se)
+
+    def decide(self, diffs_pct: Sequence[float], error_pct: float, n_test: int) -> tuple[bool, float]:
+        ub = self.upper_bound(diffs_pct, error_pct, n_test)
+        return bool(ub < self.margin), ub
+
+    def resolvable(self, error_pct: float, n_test: int, seed_sd: float, n_seeds: int) -> Gate:
+        """Can this design exclude an excess of ``margin``? Its bound's half-width must be below the margin."""
+        from scipy import stats as st
+
+        p = error_pct / 100
+        half = float(st.norm.ppf(1 - self.alpha) * math.sqrt(
+            (seed_sd ** 2 / n_seeds if n_seeds > 1 and np.isfinite(seed_sd) else 0.0)
+            + 2 * (100 ** 2) * p * (1 - p) / n_test))
+        ok = half < self.margin
+        return Gate(ok, f"test-error bound half-width {half:.2f} points (n = {n_test} test points, {n_seeds} seeds) "
+                        f"{'<' if ok else '≥'} the non-inferiority margin {self.margin:g} points")
+
+
+@dataclasses.dataclass(frozen=True)
+class RatioBands:
+    """A positive ratio judged against bands: held if ≥ ``held_at`` (or ≤ when ``below``), did not hold
+    if on the wrong side of ``fails_at``, partly held in between."""
+
+    quantity: str
+    held_at: float
+    fails_at: float
+    below: bool = False
+    why: str = ""
+
+    def text(self) -> str:
+        op, bad = ("≤", ">") if self.below else ("≥", "≤")
+        return (f"held if {self.quantity} {op} {self.held_at:g}; did not hold if {self.quantity} {bad} {self.fails_at:g}; "
+                f"partly held in between" + (f" ({self.why})" if self.why else ""))
+
+    def decide(self, ratio: float) -> str:
+        if self.below:
+            return "held" if ratio <= self.held_at else "did not hold" if ratio > self.fails_at else "partly held"
+        return "held" if ratio >= self.held_at else "did not hold" if ratio <= self.fails_at else "partly held"
+
+
+def combine(*verdicts: str) -> str:
+    """held if every part held, did not hold if every part did not hold, partly held otherwise."""
+    if all(v == "held" for v in verdicts):
+        return "held"
+    if all(v == "did not hold" for v in verdicts):
+        return "did not hold"
+    return "partly held"
