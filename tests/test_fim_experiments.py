@@ -1,4 +1,5 @@
-"""Tests for the FIM chapter's analysis code (flatlib.experiments.fim): rank correlations, verdict rules,
+"""Tests for the FIM chapter's analysis code (flatlib.experiments.fim_scenarios, fim_regularizer,
+fim_imagenet): rank correlations, verdict rules,
 run plans per profile, the benchmark reader, and the metric measurement on a stored run."""
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import torch
 from flatlib.config import TrainConfig
 from flatlib.engine import dataset_for, load_model, train
 from flatlib.claims import fim as fim_claims
-from flatlib.experiments import fim
+from flatlib.experiments import fim_imagenet as imnet
+from flatlib.experiments import fim_regularizer as reg
+from flatlib.experiments import fim_scenarios as fim
 from flatlib.reference import paper_numbers
 from flatlib.params import ParameterError
 from flatlib.store import Store
@@ -89,32 +92,33 @@ def test_comparison_difference_and_standard_error():
     a, b = [10.0, 11.0, 12.0], [9.0, 9.5, 10.0, 9.5]
     frame = pd.DataFrame({"dataset": "d", "model": "m", "regularizer": ["without"] * 3 + ["with"] * 4,
                           "test_error": a + b})
-    row = fim.comparison(frame, "test_error").iloc[0]
+    row = reg.comparison(frame, "test_error").iloc[0]
     se = math.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 4)
     assert row["Δ (with − without)"] == pytest.approx(np.mean(b) - np.mean(a))
     assert row["s.e. of Δ"] == pytest.approx(se)
     assert row["lower with reg."] and row["without"] == "11.00 ± 1.00"
     frame.loc[frame["regularizer"] == "with", "test_error"] = [10.5, 11.5, 12.0, 10.0]  # within the noise
-    assert not fim.comparison(frame, "test_error").iloc[0]["lower with reg."]
+    assert not reg.comparison(frame, "test_error").iloc[0]["lower with reg."]
 
 
 def test_t1_table_puts_paper_numbers_in_paper_columns_only():
     frame = pd.DataFrame({"dataset": "cifar10", "model": "resnet20", "regularizer": ["without", "with"] * 2,
                           "test_error": [9.0, 8.0, 9.2, 8.1], "log_det": [-1.0, -2.0, -1.1, -2.1]})
-    tab = fim.t1_table(frame).iloc[0]
+    tab = reg.t1_table(frame).iloc[0]
     assert tab["paper: without"] == "8.50 ± 0.31" and tab["paper: with"] == "7.89 ± 0.13"
     assert "8.50" not in tab["without"]
-    assert fim.t3_table(frame).iloc[0]["paper: with"] == "−1138.1 ± 11.0"
+    assert reg.t3_table(frame).iloc[0]["paper: with"] == "−1138.1 ± 11.0"
 
 
 @pytest.mark.parametrize("cls, profile, n", [
-    (fim.ConfusionParams, "smoke", 4), (fim.ConfusionParams, "default", 18), (fim.ConfusionParams, "paper", 30),
-    (fim.AugmentationParams, "default", 12), (fim.AugmentationParams, "paper", 20),
-    (fim.BatchSizeParams, "default", 12), (fim.BatchSizeParams, "paper", 20),
-    # smoke: 2 β-search runs + 2 plain arms; paper: 7 pairs × 9 β + 35 plain arms (the regularized arms join
-    # the plan once the search is stored: test_beta_search_chooses_the_lowest_validation_error)
-    (fim.RegularizerParams, "smoke", 4), (fim.RegularizerParams, "default", 12), (fim.RegularizerParams, "paper", 98),
-    (fim.ImageNetParams, "paper", 0),
+    (fim.ConfusionParams, "smoke", 4), (fim.ConfusionParams, "default", 30), (fim.ConfusionParams, "paper", 30),
+    (fim.AugmentationParams, "default", 20), (fim.AugmentationParams, "paper", 20),
+    (fim.BatchSizeParams, "default", 20), (fim.BatchSizeParams, "paper", 20),
+    # smoke: 2 β-search runs + 2 plain arms; default: 9 β + 5 plain arms; paper: 7 pairs × 9 β + 35 plain arms
+    # (the regularized arms join the plan once the search is stored:
+    # test_beta_search_chooses_the_lowest_validation_error)
+    (reg.RegularizerParams, "smoke", 4), (reg.RegularizerParams, "default", 14), (reg.RegularizerParams, "paper", 98),
+    (imnet.ImageNetParams, "paper", 0),
 ])
 def test_plan_sizes(cls, profile, n):
     plan = cls.resolve(profile=profile).plan()
@@ -135,14 +139,14 @@ def test_paper_scenario_configs_follow_the_paper():
 
 
 def test_paper_regularizer_configs():
-    runs = fim.regularizer_configs(fim.RegularizerParams.resolve(profile="paper"))
+    runs = reg.regularizer_configs(reg.RegularizerParams.resolve(profile="paper"))
     pairs = {(d, m) for d, m, _, _ in runs}
     table1 = {tuple(k.split(":")[:2]) for k in paper_numbers("FIM-T1")}
     assert pairs == table1  # Table 1's seven (dataset, model) pairs
-    for dataset, model, reg, cfg in runs:
-        recipe = fim.ORIGINAL_RECIPES[model]
+    for dataset, model, regularized, cfg in runs:
+        recipe = reg.ORIGINAL_RECIPES[model]
         assert cfg.milestones == recipe["milestones"] and cfg.epochs == recipe["epochs"]
-        if reg:
+        if regularized:
             assert cfg.rule == "fisher"
             assert cfg.rule_kwargs == {"alpha": 1e-4, "beta": 10.0, "num_subbatches": 8,
                                        "start_epoch": recipe["milestones"][0]}  # on after the first lr drop
@@ -151,8 +155,8 @@ def test_paper_regularizer_configs():
 
 
 def test_paper_beta_search_is_the_papers():
-    p = fim.RegularizerParams.resolve(profile="paper")
-    search = fim.beta_search_configs(p)
+    p = reg.RegularizerParams.resolve(profile="paper")
+    search = reg.beta_search_configs(p)
     assert {b for _, b, _ in search} == {1, 5, 10, 20, 30, 40, 50, 75, 100}  # FIM Sec. 7.2.1
     assert all(c.dataset_kwargs == {"validation": 5000} and c.rule == "fisher" and c.rule_kwargs["beta"] == b
                for _, b, c in search)  # CIFAR's 45k/5k split
@@ -161,16 +165,16 @@ def test_paper_beta_search_is_the_papers():
 def test_beta_search_chooses_the_lowest_validation_error(results_root):
     from flatlib.store import Store
 
-    p = fim.RegularizerParams.resolve(profile="smoke")
+    p = reg.RegularizerParams.resolve(profile="smoke")
     store = Store("smoke")
-    assert fim.beta_search(p, store, train=False) is None  # nothing stored yet
-    frame = fim.beta_search(p, store)
+    assert reg.beta_search(p, store, train=False) is None  # nothing stored yet
+    frame = reg.beta_search(p, store)
     assert list(frame["beta"]) == [1.0, 10.0] and frame["chosen"].sum() == 1
     best = frame.loc[frame["chosen"]].iloc[0]
     assert best["validation_error"] == frame["validation_error"].min()
-    assert fim.chosen_betas(fim.beta_search(p, store, train=False)) == {"digits:cnn6": best["beta"]}
+    assert reg.chosen_betas(reg.beta_search(p, store, train=False)) == {"digits:cnn6": best["beta"]}
     # the search runs evaluate on held-out training images, never on the test set
-    ds_keys = {c.dataset_kwargs.get("validation") for *_, c in fim.beta_search_configs(p)}
+    ds_keys = {c.dataset_kwargs.get("validation") for *_, c in reg.beta_search_configs(p)}
     assert ds_keys == {64}
     plan = p.plan()  # the search is stored: the regularized arms now use the chosen β
     regs = [c for c in plan if c.rule == "fisher" and "validation" not in c.dataset_kwargs]
@@ -179,9 +183,9 @@ def test_beta_search_chooses_the_lowest_validation_error(results_root):
 
 def test_regularizer_rejects_unsplittable_batches():
     with pytest.raises(ParameterError, match="divisible"):
-        fim.RegularizerParams.resolve(profile="smoke", n_train=260).plan()  # last batch of 4 < M = 8
+        reg.RegularizerParams.resolve(profile="smoke", n_train=260).plan()  # last batch of 4 < M = 8
     with pytest.raises(ParameterError, match="dataset:model"):
-        fim.RegularizerParams.resolve(profile="smoke", pairs=["digits-cnn6"])
+        reg.RegularizerParams.resolve(profile="smoke", pairs=["digits-cnn6"])
 
 
 def _bench(tmp_path, name, device, ratio):
@@ -193,27 +197,27 @@ def _bench(tmp_path, name, device, ratio):
 
 
 def test_benchmark_reader_and_tc_verdict(tmp_path, monkeypatch):
-    monkeypatch.setattr(fim, "project_root", lambda: tmp_path)
+    monkeypatch.setattr(reg, "project_root", lambda: tmp_path)
     monkeypatch.setenv("FLATLIB_RESULTS", str(tmp_path / "results"))
-    assert fim_claims.timing(fim.benchmark_results(), "default").verdict == "not run"
+    assert fim_claims.timing(reg.benchmark_results(), "default").verdict == "not run"
     _bench(tmp_path, "fisher_reg-cpu.json", "Intel(R) Xeon(R) Processor (2 threads)", 3.5)
-    bench = fim.benchmark_results()
+    bench = reg.benchmark_results()
     assert list(bench["candidate"]) == ["plain", "fisher"] and bench["ms/step"].iloc[1] == pytest.approx(350.0)
     assert fim_claims.timing(bench, "default").verdict == "not run"  # CPU only: not comparable with the paper's GPUs
     _bench(tmp_path, "fisher_reg-h100.json", "NVIDIA H100 80GB HBM3", 1.4)
-    tc = fim_claims.timing(fim.benchmark_results(), "default")
+    tc = fim_claims.timing(reg.benchmark_results(), "default")
     assert tc.verdict == "held" and tc.scale == "GPU benchmark, NVIDIA H100 80GB HBM3"
     _bench(tmp_path, "fisher_reg-a100.json", "NVIDIA A100-SXM4-40GB", 2.5)
-    assert fim_claims.timing(fim.benchmark_results(), "default").verdict == "partly held"
+    assert fim_claims.timing(reg.benchmark_results(), "default").verdict == "partly held"
 
 
 def test_imagenet_skip_reasons(tmp_path):
-    assert "paper profile" in fim.imagenet_skip_reason(fim.ImageNetParams.resolve(profile="default"))
-    p = fim.ImageNetParams.resolve(profile="paper", data_dir=str(tmp_path))
-    assert "no ImageNet" in fim.imagenet_skip_reason(p)
+    assert "paper profile" in imnet.imagenet_skip_reason(imnet.ImageNetParams.resolve(profile="default"))
+    p = imnet.ImageNetParams.resolve(profile="paper", data_dir=str(tmp_path))
+    assert "no ImageNet" in imnet.imagenet_skip_reason(p)
     (tmp_path / "train").mkdir()
     (tmp_path / "val").mkdir()
-    assert "found" in fim.imagenet_skip_reason(p)
+    assert "found" in imnet.imagenet_skip_reason(p)
 
 
 def test_measure_uses_clean_rows_and_is_cached(tmp_path):
