@@ -240,3 +240,97 @@ def test_measure_uses_clean_rows_and_is_cached(tmp_path):
     for p in store.checkpoint_dir(cfg.key()).glob("*.pt"):
         p.unlink()
     assert fim.measure(cfg, store, n_prime=6, num_subsets=2) == got
+
+
+def test_default_scenarios_fit_protocol():
+    """S2 at default uses the label-preserving digit schemes; S3 gives every batch size the same SGD steps."""
+    s2 = fim.AugmentationParams.resolve(profile="default").plan()
+    assert {c.augment for c in s2} == {"no-aug", "rot-only", "1-shift-rot", "4-shift-rot"}
+    p = fim.BatchSizeParams.resolve(profile="default")
+    steps = {}
+    for level, cfg in fim.scenario_configs(p):
+        ds = dataset_for(cfg)
+        steps[level] = cfg.epochs * ds.n_train / cfg.batch_size  # steps, counting the short last batch as a fraction
+        assert [m / cfg.epochs for m in cfg.milestones] == [m / p.epochs for m in p.milestones]
+    assert max(steps.values()) == pytest.approx(min(steps.values()))
+    assert fim.BatchSizeParams.resolve(profile="paper").budget == "epochs"
+    assert {c.epochs for c in fim.BatchSizeParams.resolve(profile="paper").plan()} == {200}
+
+
+def test_shift_rotate_is_identity_at_zero_and_label_preserving_in_size():
+    from flatlib.data import augment_batch
+    from flatlib.data.augment import random_shift_rotate
+
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(random_shift_rotate(x, 0.0, 0.0), x, rtol=0, atol=1e-6)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a, b = augment_batch(x, "4-shift-rot", generator=g()), augment_batch(x, "4-shift-rot", generator=g())
+    assert torch.equal(a, b) and a.shape == x.shape
+    one = torch.zeros(1, 1, 8, 8)
+    one[0, 0, 4, 4] = 1.0
+    moved = random_shift_rotate(one.expand(64, 1, 8, 8), 4 / 32, 0.0, torch.Generator().manual_seed(1))
+    centre = (moved[:, 0] * torch.arange(8.0)[None, None, :]).sum((1, 2)) / moved[:, 0].sum((1, 2))
+    assert float((centre - 4).abs().max()) <= 1.0 + 1e-5  # at most 4/32 of 8 pixels = 1 pixel
+
+
+def test_evaluation_clean_rows_test_correctness_and_cache(tmp_path):
+    cfg = TrainConfig(dataset="digits", model="mlp", model_kwargs={"widths": [16]}, n_train=48, confusion=16,
+                      batch_size=32, epochs=1, lr=0.05, seed=2, progress=False)
+    store = Store("smoke", tmp_path)
+    res = train(cfg, store)
+    ev = fim.evaluation(cfg, store, extra={"n": ({"what": "n"}, lambda model, c: 7)})
+    model = load_model(cfg, store).eval()
+    x, y = fim.clean_training_set(cfg)
+    with torch.no_grad():
+        out = model(x)
+    assert ev["clean_train_error"] == pytest.approx(100 * float((out.argmax(1) != y).double().mean()))
+    assert ev["clean_train_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(out, y)), rel=1e-5)
+    correct = fim.correct_vector(ev)
+    assert len(correct) == res.summary["n_test"] and ev["n"] == 7
+    assert 100 * (1 - correct.mean()) == pytest.approx(res.summary["test_error"])
+    for p in store.checkpoint_dir(cfg.key()).glob("*.pt"):
+        p.unlink()
+    assert fim.evaluation(cfg, store, extra={"n": ({"what": "n"}, lambda model, c: 7)}) == ev  # from the store
+
+
+def _reg_frame(seeds: int = 5, fisher_drop: float = 0.3, n_test: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(seeds):
+        base = rng.random(n_test) < 0.9
+        for arm in ("without", "with"):
+            corr = base.copy()
+            if arm == "with":
+                corr[rng.choice(n_test, 4, replace=False)] = True
+            rows.append({"dataset": "digits", "model": "cnn6", "regularizer": arm, "seed": s,
+                         "beta": 10.0 if arm == "with" else None, "test_error": 100 * (1 - corr.mean()),
+                         "train_error": 1.0, "n_test": n_test, "train_loss": 0.05,
+                         "fisher_reg": 1e-3 * (1 - fisher_drop if arm == "with" else 1.0),
+                         "test_correct": "".join("1" if c else "0" for c in corr),
+                         "log_det": -100.0 - (20.0 + rng.normal(0, 1)) * (arm == "with")})
+    return pd.DataFrame(rows)
+
+
+def test_regularizer_claims_gates(results_root):
+    p = reg.RegularizerParams.resolve(profile="smoke", seeds=[0, 1, 2, 3, 4])
+    t1, t3 = fim_claims.regularizer(_reg_frame(), p)
+    assert t1.gates["acted"].passed and t1.gates["trained"].passed
+    assert not t1.gates["resolvable"].passed and t1.verdict == "inconclusive"  # 400 test images: MDE > 1 point
+    assert "minimum detectable effect" in t1.reason and "McNemar" in t1.ours
+    assert len(t1.values["digits:cnn6"]["mcnemar"]) == 5
+    assert t3.verdict == "held" and "norm 25" in t3.ours  # γ̂ 20 % lower in every seed, well resolved
+    idle = fim_claims.regularizer(_reg_frame(fisher_drop=0.0), p)
+    assert all(c.verdict == "inconclusive" and "R_α" in c.reason for c in idle)  # R_α did not fall
+
+
+def test_scenario_fit_gate_uses_clean_rows(results_root):
+    frame = scenario_frame()
+    frame["n_test"] = 2000
+    frame["clean_train_error"], frame["clean_train_loss"] = 0.0, 1e-3
+    frame["train_error"] = 3.0  # the confusion set is not memorised: does not matter for the fit gate
+    frame["train_loss"] = 1e-3 * (1 + frame["level_index"])
+    p = fim.ConfusionParams.resolve(profile="smoke")
+    claim = fim_claims.scenario(frame, p)
+    assert claim.gates["trained"].passed and "clean training rows" in claim.gates["trained"].detail
+    frame.loc[0, "clean_train_error"] = 2.0
+    assert not fim_claims.scenario(frame, p).gates["trained"].passed
