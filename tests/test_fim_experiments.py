@@ -120,7 +120,7 @@ def test_t1_table_puts_paper_numbers_in_paper_columns_only():
     (reg.RegularizerParams, "smoke", 4), (reg.RegularizerParams, "default", 14), (reg.RegularizerParams, "paper", 98),
     (imnet.ImageNetParams, "paper", 0),
 ])
-def test_plan_sizes(cls, profile, n):
+def test_plan_sizes(cls, profile, n, results_root):  # an empty store: the β searches are not run yet
     plan = cls.resolve(profile=profile).plan()
     assert len(plan) == n
     assert len({c.key() for c in plan}) == n  # no duplicated runs
