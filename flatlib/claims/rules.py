@@ -187,3 +187,22 @@ def combine(*verdicts: str) -> str:
     if all(v == "did not hold" for v in verdicts):
         return "did not hold"
     return "partly held"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fell:
+    """An "acted" gate with a direction: the treatment lowered ``what`` by a relative amount ≥ ``floor``
+    in every seed (relative change = (treatment − control) / control ≤ −floor)."""
+
+    floor: float
+    what: str
+
+    def text(self) -> str:
+        return f"the treatment lowers {self.what} by ≥ {self.floor:.0e} (relative) in every seed"
+
+    def gate(self, relative_changes: Sequence[float]) -> Gate:
+        ch = np.asarray(relative_changes, dtype=float)
+        ok = bool(len(ch) and np.all(ch <= -self.floor))
+        shown = ", ".join(f"{c:+.1e}" for c in ch)
+        return Gate(ok, f"relative change of {self.what} per seed {shown} ({'all' if ok else 'not all'} ≤ "
+                        f"−{self.floor:.0e})")

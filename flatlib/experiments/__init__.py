@@ -2,4 +2,4 @@
 
 Importing this package registers every notebook's parameters in ``flatlib.params.NOTEBOOKS``.
 """
-from flatlib.experiments import baselines, ff, fim, gedanken, pof, study  # noqa: F401
+from flatlib.experiments import baselines, ff, fim_imagenet, fim_regularizer, fim_scenarios, gedanken, pof, study  # noqa: F401,E501
