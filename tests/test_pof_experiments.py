@@ -151,3 +151,19 @@ def test_pof_acted_gate_needs_both_the_features_and_lambda1_to_move():
     assert claims.pof_acted(g, P).passed
     assert not claims.pof_acted(g.assign(lambda1_pof=[10.0, 10.01]), P).passed   # λ1 unchanged
     assert not claims.pof_acted(g.assign(phi_change=[1e-6, 1e-2]), P).passed      # φ did not move in one seed
+
+
+def test_packed_frames_round_trip():
+    from flatlib.experiments.pof_common import pack_frame, unpack_frame
+
+    f = pd.DataFrame({"split": ["train", "test", "train"], "xi": [0.5, 1e-3, 2.25], "rejected": [False, True, False],
+                      "rank": [1, 7, 2]})
+    g = unpack_frame(json_round_trip(pack_frame(f)))
+    pd.testing.assert_frame_equal(g[["split", "rejected", "rank"]], f[["split", "rejected", "rank"]], check_dtype=False)
+    np.testing.assert_allclose(g["xi"], f["xi"], rtol=1e-7)
+
+
+def json_round_trip(d):
+    import json
+
+    return json.loads(json.dumps(d))

@@ -11,6 +11,7 @@ import copy
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy.optimize import brentq, minimize_scalar
@@ -164,3 +165,51 @@ def kde_peak(values: np.ndarray, log: bool = True) -> float:
     grid = np.linspace(z.min(), z.max(), 2000)
     peak = grid[np.argmax(gaussian_kde(z)(grid))]
     return float(10 ** peak if log else peak)
+
+
+# ------------------------------------------------------------------------------------------------
+# compact storage of long per-mini-batch columns (the store keeps small JSON)
+
+def _b64(a: np.ndarray) -> str:
+    import base64
+
+    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+
+
+def _unb64(s: str, dtype: str) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(s), dtype=dtype)
+
+
+def pack_frame(frame: pd.DataFrame) -> dict:
+    """A frame of long numeric/boolean/label columns as compact JSON: floats as little-endian float32 (ample for
+    KDE peaks and histograms), integers as int32, booleans as bits, labels as int8 codes; all base64."""
+    cols = {}
+    for name in frame.columns:
+        v = frame[name].to_numpy()
+        if v.dtype == bool:
+            cols[name] = {"kind": "bool", "b64": _b64(np.packbits(v.astype(np.uint8)))}
+        elif v.dtype.kind in "iu":
+            cols[name] = {"kind": "int32", "b64": _b64(v.astype("<i4"))}
+        elif v.dtype.kind == "f":
+            cols[name] = {"kind": "float32", "b64": _b64(v.astype("<f4"))}
+        else:
+            cats, codes = np.unique(v.astype(str), return_inverse=True)
+            cols[name] = {"kind": "category", "categories": [str(c) for c in cats], "b64": _b64(codes.astype("<i1"))}
+    return {"n": len(frame), "columns": cols}
+
+
+def unpack_frame(packed: dict) -> pd.DataFrame:
+    """Inverse of ``pack_frame`` (floats come back as float64 of the stored float32 values)."""
+    n, out = packed["n"], {}
+    for name, c in packed["columns"].items():
+        if c["kind"] == "bool":
+            out[name] = np.unpackbits(_unb64(c["b64"], "u1"))[:n].astype(bool)
+        elif c["kind"] == "int32":
+            out[name] = _unb64(c["b64"], "<i4").astype(np.int64)
+        elif c["kind"] == "float32":
+            out[name] = _unb64(c["b64"], "<f4").astype(np.float64)
+        else:
+            out[name] = np.asarray(c["categories"], dtype=object)[_unb64(c["b64"], "<i1")]
+    return pd.DataFrame(out)
