@@ -326,10 +326,10 @@ def toy(res: dict[str, pd.DataFrame], p: Any) -> Claims:
     se = float(pk["peak_ratio"].std(ddof=1)) / math.sqrt(len(pk)) if len(pk) > 1 else math.inf
     verdict = "held" if F2B_BAND[0] <= r <= F2B_BAND[1] else ("partly held" if r > F2B_PARTLY else "did not hold")
     record("POF-F2b", verdict, {"trained": sgd_fit, "acted": not_applicable("an observation of the SGD model"),
-                                "resolvable": Gate(se <= F2B_MAX_SE, f"standard error of the mean peak ratio {se:.2g} over "
+                                "resolvable": Gate(se <= F2B_MAX_SE, f"standard error of the mean peak ratio {se:.3g} over "
                                                                      f"{len(pk)} seeds ({'≤' if se <= F2B_MAX_SE else '>'} "
                                                                      f"{F2B_MAX_SE:g})")},
-           f"test/train ξ* peak ratio {r:.2f} ± {se:.2f} (s.e.; KDE on log ξ*)", f"peak ratio {r:.2f}",
+           f"test/train ξ* peak ratio {r:.2f} ± {se:.3f} (s.e.; KDE on log ξ*)", f"peak ratio {r:.2f}",
            f"held if the mean test/train peak ratio lies in [{F2B_BAND[0]:.2f}, {F2B_BAND[1]:.2f}] (within a factor "
            f"√2 of the paper's 2); partly held if it exceeds {F2B_PARTLY:g}", {"peak_ratio": r, "se": se})
     return out
