@@ -153,9 +153,11 @@ def test_post_training_leaves_theta0_bit_identical_and_trains_features(results_r
 
 
 def test_classifier_space_measurements_match_the_exact_hessian():
-    """experiments.pof: the classifier-block Hessian and the F5 Rayleigh quotient against curvature.exact_hessian."""
+    """experiments.pof_common / pof_images: the classifier-block Hessian and the F5 Rayleigh quotient against
+    curvature.exact_hessian."""
     from flatlib.curvature import exact_hessian
-    from flatlib.experiments.pof import classifier_hessian, hessian_components
+    from flatlib.experiments.pof_common import classifier_hessian
+    from flatlib.experiments.pof_images import hessian_components
 
     model = _model().float().eval()
     x, y = _batch(3)
