@@ -372,8 +372,8 @@ def rank_table(frame: pd.DataFrame, scenario: str | None = None, target: str = "
         row = {"metric": m, "expected sign": "+" if sign > 0 else "−", "Kendall τ (all models)": tau, "p-value": pval,
                "τ (config means)": tau_means, "tracks (ours)": bool(np.isfinite(tau) and sign * tau > 0 and pval < ALPHA_LEVEL)}
         paper = {k.split(":", 1)[1]: bool(v) for k, v in paper_numbers(scenario).items()} if scenario else {}
-        if m in paper:
-            row["paper: tracks"] = paper[m]
+        if scenario:
+            row["paper: tracks"] = paper.get(m, "—")
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -295,6 +295,6 @@ def benchmark_table(root: Path | None = None) -> tuple[pd.DataFrame, dict | None
     for r in best["results"]:
         model, method = r["name"].split("/")
         rows.append({"model": model, "method": method, "ours: s/epoch": r["value"], "ours: ratio to SGD": r["ratio"],
-                     "paper's s/epoch (WRN-28-10, 16 A100)": paper.get(method, (None, None))[0],
-                     "paper's ratio": paper.get(method, (None, None))[1]})
+                     "paper's s/epoch (WRN-28-10, 16 A100)": f"{paper[method][0]:g}" if method in paper else "—",
+                     "paper's ratio": f"{paper[method][1]:g}" if method in paper else "—"})
     return pd.DataFrame(rows), best
