@@ -10,9 +10,10 @@ run is set by the integrated decay Σ_t lr_t·wd (`integrated_decay`: the log-sh
 would cause). The stand-ins train far fewer steps than the paper's runs, so the paper's
 coefficients would barely act (Σ lr·wd 0.001–0.02 against the paper's 0.06–4). `decay_matched`
 scales the paper's coefficients {0, 1e-4, 5e-4} by one factor per notebook so that Σ lr·wd at the
-largest equals the paper's run's, computed from both presets with the same schedule code. The
-claim is about regularisation strength, not the literal coefficient; the ``paper`` profile keeps
-the paper's coefficients.
+largest is `DECAY_FRACTION` (0.6) × the paper's run's, computed from both presets with the same
+schedule code. The claim is about regularisation strength, not the literal coefficient; the
+``paper`` profile keeps the paper's coefficients. FF-F3's BN-free stand-in keeps them at
+``default`` too (it collapses at the matched strength).
 """
 from __future__ import annotations
 
