@@ -29,7 +29,7 @@ def test_papermill_unknown_parameter_fails_before_work(tmp_path):
 
 
 def test_python_api_invalid_value_one_line():
-    from flatlib.experiments.gedanken import GedankenParams
+    from flatlib.experiments.ff_gedanken import GedankenParams
     from flatlib.params import ParameterError
 
     with pytest.raises(ParameterError, match=r"invalid steps=-5 for ff_gedanken: must be >= 1") as info:

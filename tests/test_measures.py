@@ -69,8 +69,10 @@ def test_fisher_measures_match_direct_loops():
     assert got["log_det"] == pytest.approx(float(torch.logdet(G)), rel=1e-8)
     assert got["fisher_trace"] == pytest.approx(float(torch.trace(G)) / 12, rel=1e-10)
     assert got["spectral_radius"] == pytest.approx(float(torch.linalg.eigvalsh(G)[-1]) / 12, rel=1e-8)
-    jac = [torch.autograd.functional.jacobian(lambda v: model(v[None])[0], x[i]) for i in range(len(y))]
-    assert got["robustness"] == pytest.approx(sum(float((j ** 2).sum()) for j in jac) / 12, rel=1e-10)
+    # robustness (FIM Sec. 7.1): the squared spectral norm of the softmax output's input Jacobian
+    jac = [torch.autograd.functional.jacobian(lambda v: model(v[None])[0].softmax(0), x[i]) for i in range(len(y))]
+    assert got["robustness"] == pytest.approx(sum(float(torch.linalg.matrix_norm(j.reshape(j.shape[0], -1), ord=2)) ** 2 for j in jac) / 12,
+                                              rel=1e-10)
 
 
 def linear_mse(d: int = 6, n: int = 50):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from flatlib.experiments.baselines import BaselineParams
+from flatlib.experiments.data_and_baselines import BaselineParams
 from flatlib.params import ParameterError, notebook_params
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from flatlib.claims.rules import Detectable, Fit, Moved, NonInferior, PairedDirection, RatioBands, combine
 from flatlib.claims.stats import mde_paired, ratio_spread
 from flatlib.claims.verdict import Claim, Claims, Gate, judge, not_applicable
-from flatlib.experiments.ff import paper_decay_integral
+from flatlib.experiments.ff_curvature import paper_decay_integral
 from flatlib.reference import paper_number
 
 # --- thresholds, fixed before any outcome (each with its reason) --------------------------------
@@ -106,9 +106,13 @@ def weight_decay(frame: pd.DataFrame, p: Any) -> Claims:
                                                  len(log_ratio)) if len(log_ratio) > 1 else math.inf,
                                       math.log(paper_number("FF-F8", "lambda_1_ratio")),
                                       f"paired t over {len(log_ratio)} seeds")
-            values = {"lambda_1_ratio": ratio, "lambda_1_ratio_factor": factor, "per_seed": np.exp(log_ratio).tolist()}
+            fro = _pivot(f, "weight_decay", "frobenius_sq").dropna()
+            fro_ratio, fro_factor = ratio_spread(fro[hi] / fro[lo])
+            values = {"lambda_1_ratio": ratio, "lambda_1_ratio_factor": factor, "per_seed": np.exp(log_ratio).tolist(),
+                      "frobenius_sq_ratio": fro_ratio, "frobenius_sq_ratio_factor": fro_factor}
             ours = (f"λ1 (BN eval) wd {hi:g} / wd {lo:g}: ×{ratio:.3g} (geometric SD ×{factor:.2g}, per seed "
-                    + ", ".join(f"×{r:.3g}" for r in np.exp(log_ratio)) + ")")
+                    + ", ".join(f"×{r:.3g}" for r in np.exp(log_ratio)) + f"); ‖H‖²_F ×{fro_ratio:.3g} "
+                    f"(geometric SD ×{fro_factor:.2g})")
             headline, rule = f"λ1 ratio ×{ratio:.3g}", F8_BANDS.text()
         else:
             lam_rule = PairedDirection("λ1", f"wd {hi:g}", f"wd {lo:g}", +1, log=True)

@@ -103,4 +103,6 @@ def _stratified(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     return ArrayDataset.from_tensors(name, x[train], y[train], x[test], y[test], num_classes)
 
 
-EMBEDDED = {"toy": toy, "mnist1d": mnist1d, "digits": digits, "mnist5k": mnist5k}
+from .blobs import blobs  # noqa: E402  (FF-F1/F2 stand-in for MNIST)
+
+EMBEDDED = {"toy": toy, "mnist1d": mnist1d, "digits": digits, "mnist5k": mnist5k, "blobs": blobs}

@@ -65,6 +65,7 @@ class AllCNNHead(nn.Module):
 
 def allcnnc(
     *, in_channels: int, num_classes: int, input_size: int | tuple[int, ...] = 32, width: float = 1.0,
+    dropout: float = 1.0, init: str = "xavier",
 ) -> FeatureClassifier:
     """All-CNN-C (Springenberg et al., 2015) as in DeepOBS' ``cifar100_allcnnc``, FF-F3's 9-layer CNN.
 
@@ -77,18 +78,21 @@ def allcnnc(
     ``features`` ends at the ReLU after conv8, flattened to ``(N, C·h·w)`` (6×6 maps on 32×32
     input), and ``classifier`` is :class:`AllCNNHead` (conv9 → ReLU → pool). The 6×6 pool is
     global on 32×32 input; we use adaptive global pooling so other sizes (≥ 9×9) work too.
-    ``width`` scales the 96/192 filter counts.
+    ``width`` scales the 96/192 filter counts; ``dropout`` scales the three dropout rates (0.2, 0.5,
+    0.5; 0 removes them), for reduced-width stand-ins whose few channels the full rates would starve.
+    ``init="he"`` draws the conv weights He-normal (fan-in, ReLU gain) instead of DeepOBS'
+    Xavier-normal, which shrinks the signal ~√2 per ReLU layer through nine BN-free layers.
     """
     size = image_size(input_size)
     c1, c2 = scaled(96, width), scaled(192, width)
-    layers: list[nn.Module] = [nn.Dropout(0.2)]
+    layers: list[nn.Module] = [nn.Dropout(0.2 * dropout)]
     c_in = in_channels
     for c in (c1, c2):
         for stride in (1, 1, 2):
             conv, size = _tf_same_conv(c_in, c, 3, stride, size)
             layers += [*conv, nn.ReLU()]
             c_in = c
-        layers.append(nn.Dropout(0.5))
+        layers.append(nn.Dropout(0.5 * dropout))
     size = (size[0] - 2, size[1] - 2)  # the 'valid' 3×3 conv7
     if min(size) < 1:
         raise ValueError(f"allcnnc needs inputs of at least 9×9, got input_size={input_size!r}")
@@ -96,7 +100,12 @@ def allcnnc(
     model = FeatureClassifier(nn.Sequential(*layers), AllCNNHead(c2, size, num_classes))
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.xavier_normal_(m.weight)
+            if init == "he":
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            elif init == "xavier":
+                nn.init.xavier_normal_(m.weight)
+            else:
+                raise ValueError(f"allcnnc init must be 'xavier' or 'he', got {init!r}")
             nn.init.constant_(m.bias, 0.1)
     return model
 
@@ -106,6 +115,7 @@ _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 51
 
 def vgg16bn(
     *, in_channels: int, num_classes: int, input_size: int | tuple[int, ...] = 32, width: float = 1.0,
+    dropout: float = 0.5, classifier_width: float | None = None,
 ) -> FeatureClassifier:
     """CIFAR VGG-16 with BatchNorm as in the SWA / Gadam codes used by FF-F6/F7.
 
@@ -113,6 +123,8 @@ def vgg16bn(
     classifier: Dropout → Linear(512, 512) → ReLU → Dropout → Linear(512, 512) → ReLU →
     Linear(512, num_classes). ``width`` scales all conv and hidden widths. Pools use ``ceil_mode``
     and the last one is global, which changes nothing on 32×32 input and lets 8×8 or 28×28 work.
+    ``dropout`` is the classifier's dropout rate; ``classifier_width`` scales the two hidden layers
+    (default: ``width``), so a reduced-width stand-in can keep a classifier that still learns.
     """
     image_size(input_size)
     layers: list[nn.Module] = []
@@ -125,10 +137,10 @@ def vgg16bn(
         layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
         c_in = c
     layers.append(nn.Flatten())
-    hidden = scaled(512, width)
+    hidden = scaled(512, width if classifier_width is None else classifier_width)
     classifier = nn.Sequential(
-        nn.Dropout(), nn.Linear(c_in, hidden), nn.ReLU(),
-        nn.Dropout(), nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Dropout(dropout), nn.Linear(c_in, hidden), nn.ReLU(),
+        nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(),
         nn.Linear(hidden, num_classes),
     )
     return kaiming_init(FeatureClassifier(nn.Sequential(*layers), classifier))
