@@ -173,21 +173,22 @@ def measured_plan(profile: str, only: str | None, steps: int, max_batch: int, lo
     from flatlib.params import NOTEBOOKS
 
     rows = static_plan(profile, only)
-    biggest = max([c.batch_size for r in rows for c in notebook_runs(r["notebook"],
-                   NOTEBOOKS[r["notebook"]].resolve(profile=profile))] or [1])
+    # the profile's own values: resolved before the probes' dry-run environment would cap them
+    resolved = {r["notebook"]: NOTEBOOKS[r["notebook"]].resolve(profile=profile) for r in rows}
+    planned = {name: notebook_runs(name, p) for name, p in resolved.items()}
+    biggest = max([c.batch_size for runs in planned.values() for c in runs] or [1])
     batch = min(biggest, max_batch) if max_batch else biggest
     # fabricated data large enough for `steps` full batches; CIFAR-10 holds 5 files of `images`
     settings = dataclasses.replace(dryrun.from_env(), steps=steps, iters=2, seeds=1, levels=0, batch=max_batch,
                                    images=max(8, math.ceil(steps * batch / 5) + 8))  # FLATLIB_DRYRUN_COMPILE passes
     saved = {k: os.environ.get(k) for k in dryrun.environment(settings)}
     with tempfile.TemporaryDirectory(prefix="flatlib-plan-") as tmp:
-        dryrun.prepare(settings)
-        os.environ["FLATLIB_RESULTS"] = tmp  # probes never land in a results store
+        # fabricated data and probe results in a folder of their own: never a results store, nor a dry run's data
+        dryrun.prepare(settings, data=Path(tmp) / "data", results=Path(tmp) / "results")
         try:
             cache: dict[tuple, float] = {}
             for row in rows:
-                p = NOTEBOOKS[row["notebook"]].resolve(profile=profile)
-                runs = notebook_runs(row["notebook"], p)
+                p, runs = resolved[row["notebook"]], planned[row["notebook"]]
                 train_s = 0.0
                 per_epoch = {}
                 for c in runs:
@@ -197,7 +198,9 @@ def measured_plan(profile: str, only: str | None, steps: int, max_batch: int, lo
                         cache[key] = _timed_steps(c, steps)
                         log(f"  {row['notebook']}: {c.model}/{c.rule} batch {c.batch_size} on {c.dataset}: "
                             f"{cache[key]:.3g} s/step ({time.perf_counter() - t0:.0f} s to time)")
-                    n_steps = math.ceil(images_per_epoch(c) / c.batch_size)
+                    # timed at the (capped) batch size: scale by the steps an epoch takes at that size
+                    n_steps = math.ceil(images_per_epoch(c) / (min(c.batch_size, max_batch) if max_batch
+                                                               else c.batch_size))
                     per_epoch[f"{c.model}/{c.rule}/b{c.batch_size}"] = cache[key] * n_steps
                     train_s += cache[key] * n_steps * c.epochs
                 measure_s = None

@@ -10,8 +10,11 @@ in two places:
 - **Params** (`cap_params`, called by ``Params.resolve``): iteration counts (Lanczos, SLQ,
   Hutchinson, bootstrap, …) are capped at ``iters``; sample counts that must fit the fabricated
   data (``n_train``, ``confusion``, ``validation``, ``n_measure``, …) at a fraction of ``images``;
-  ``seeds`` keep their first ``seeds`` entries and every other sweep list its first ``levels``.
-  The capped values still respect each field's lower bound.
+  ``seeds`` keep their first ``seeds`` entries and every other sweep list its first ``levels``
+  (at most ``levels³`` grid points per notebook; FIM's ``dataset:model`` pairs keep one pair per
+  model, so every paper model runs). The capped values still respect each field's lower bound.
+  ``include_stored`` (study_population measuring every other notebook's models) is off unless
+  ``stored=1``.
 - **the engine** (`executed_epochs`, `max_steps`, `batch_size`): a run keeps its epochs, schedule,
   model, rule and augmentation, but only the epochs that matter (first, last, snapshot epochs,
   the start of iterate averaging or of a regularizer) take ``steps`` optimizer steps and an
@@ -83,20 +86,25 @@ def data_root() -> Path:
     return results_root("paper") / "data"
 
 
-def environment(s: Settings, profile: str = "paper") -> dict[str, str]:
+def environment(s: Settings, profile: str = "paper", data: Path | None = None,
+                results: Path | None = None) -> dict[str, str]:
     """The variables a dry-run process and its children run with: settings, fabricated data, own results root."""
-    return {**s.to_env(), "FLATLIB_DATA": str(data_root()), "FLATLIB_RESULTS": str(results_root(profile))}
+    return {**s.to_env(), "FLATLIB_DATA": str(data or data_root()), "FLATLIB_RESULTS": str(results or results_root(profile))}
 
 
-def prepare(s: Settings) -> Path:
-    """Write the fabricated data (once per image count) and export the dry run's environment in this process."""
+def prepare(s: Settings, data: Path | None = None, results: Path | None = None) -> Path:
+    """Write the fabricated data (once per image count) and export the dry run's environment in this process.
+
+    ``data``/``results`` default to ``results-dryrun/data`` and ``results-dryrun`` (``flatlib plan`` uses
+    folders of its own).
+    """
     from flatlib.data.fabricate import MARKER, fabricate
 
-    root = data_root()
+    root = data or data_root()
     marker = root / MARKER
     if not marker.exists() or f"{s.images} per split" not in marker.read_text():
         fabricate(root, s.images)
-    os.environ.update(environment(s))
+    os.environ.update(environment(s, data=root, results=results))
     return root
 
 

@@ -170,8 +170,8 @@ def run_all(args: argparse.Namespace) -> int:
                     bar.write(f"done   {cfg.model}/{cfg.rule} seed={cfg.seed} {cfg.key()}")
                 else:
                     failed.append(f"{owner.get(cfg.key(), 'a parent run')} (run {cfg.key()})")
-                    bar.write(f"FAILED {owner.get(cfg.key(), '')} {cfg.key()} {json.dumps(cfg.to_dict(hashed_only=True))} "
-                              f"(log: {log})")
+                    bar.write(f"FAILED {cfg.key()} {json.dumps(cfg.to_dict(hashed_only=True))} for notebook "
+                              f"{owner.get(cfg.key(), '(a parent run)')} (log: {log})")
                 bar.update()
     bar.close()
     if not args.no_notebooks:
