@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: all visible)")
     p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: one per GPU, else 1)")
     p.add_argument("--only", default=None, help="only notebooks whose name contains this pattern")
+    p.add_argument("--exclude", default=None, help="skip notebooks whose name contains this pattern")
     p.add_argument("--executor", choices=("local", "slurm"), default="local")
     p.add_argument("--partition", default=None)
     p.add_argument("--time", type=int, default=24 * 60, help="SLURM time limit in minutes")

@@ -14,7 +14,7 @@ in two places:
   (at most ``levels³`` grid points per notebook; FIM's ``dataset:model`` pairs keep one pair per
   model, so every paper model runs). The capped values still respect each field's lower bound.
   ``include_stored`` (study_population measuring every other notebook's models) is off unless
-  ``stored=1``.
+  ``stored=1``. With ``batch`` > 0 a scalar ``batch_size`` is capped too (PoF measures on mini-batches of it).
 - **the engine** (`executed_epochs`, `max_steps`, `batch_size`): a run keeps its epochs, schedule,
   model, rule and augmentation, but only the epochs that matter (first, last, snapshot epochs,
   the start of iterate averaging or of a regularizer) take ``steps`` optimizer steps and an
@@ -126,6 +126,9 @@ def cap_params(cls: type, values: dict[str, Any]) -> dict[str, Any]:
         if v is None or name == "profile":
             continue
         lo = fields[name].metadata.get("lo")
+        if name == "batch_size" and s.batch and isinstance(v, int):
+            out[name] = min(v, s.batch)  # also the measures' mini-batches (PoF F5/F6), not only the engine's steps
+            continue
         if name == "seeds" and isinstance(v, list):
             out[name] = v[:s.seeds]
             continue

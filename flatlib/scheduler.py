@@ -67,11 +67,13 @@ def status_table(profile: str) -> str:
     return "\n".join(lines)
 
 
-def _pending(profile: str, only: str | None) -> list[TrainConfig]:
+def _pending(profile: str, only: str | None, exclude: str | None = None) -> list[TrainConfig]:
     """Unique runs without a stored result, parents before children."""
     store = Store(profile)
     seen: dict[str, TrainConfig] = {}
-    for cfgs in plans(profile, only).values():
+    for name, cfgs in plans(profile, only).items():
+        if exclude and exclude in name:
+            continue
         for c in cfgs:
             chain = []
             while c is not None:
@@ -136,8 +138,10 @@ def run_all(args: argparse.Namespace) -> int:
     from flatlib.cli import executed_dir, execute, notebooks
 
     store = Store(args.profile)
-    pending = _pending(args.profile, args.only)
-    owner = {c.key(): name for name, cfgs in plans(args.profile, args.only).items() for c in cfgs}
+    exclude = getattr(args, "exclude", None)
+    pending = _pending(args.profile, args.only, exclude)
+    owner = {c.key(): name for name, cfgs in plans(args.profile, args.only).items() for c in cfgs
+             if not (exclude and exclude in name)}
     failed: list[str] = []
     print(f"run-all {args.profile}: {len(pending)} runs to train ({store.dir})", flush=True)
     bar = tqdm(total=len(pending), desc="runs", disable=not pending)
@@ -175,7 +179,7 @@ def run_all(args: argparse.Namespace) -> int:
                 bar.update()
     bar.close()
     if not args.no_notebooks:
-        names = [n for n in notebooks() if not (args.only and args.only not in n)]
+        names = [n for n in notebooks() if not (args.only and args.only not in n) and not (exclude and exclude in n)]
         # notebooks whose runs are all stored are independent, except study_population, which may read every
         # other notebook's results (include_stored): it runs last, alone
         last = [n for n in names if n == "study_population"]

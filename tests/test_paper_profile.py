@@ -78,14 +78,17 @@ def test_paper_presets_untouched_and_caps_applied(dry, monkeypatch):
 
     capped = NOTEBOOKS["ff_wrn"].resolve(profile="paper")
     assert (capped.lanczos_iters, capped.seeds, capped.weight_decays) == (3, [0], [0.0, 1e-4])
-    assert (capped.model, capped.epochs, capped.batch_size, capped.augment) == ("wrn28_10", 300, 128, "4-crop-f")
+    assert (capped.model, capped.epochs, capped.batch_size, capped.augment) == ("wrn28_10", 300, 4, "4-crop-f")
     scen = NOTEBOOKS["fim_confusion"].resolve(profile="paper")
     assert scen.n_train == 4 and scen.confusion == [0, 2] and scen.n_prime == 3
     reg = NOTEBOOKS["fim_regularizer"].resolve(profile="paper")
     assert sorted(p.split(":")[1] for p in reg.pairs) == ["cnn6", "densenet_bc", "resnet20", "wrn28_2"]
     monkeypatch.delenv(dryrun.ENV)
     full = NOTEBOOKS["ff_wrn"].resolve(profile="paper")
-    assert (full.lanczos_iters, full.weight_decays) == (100, [0.0, 1e-4, 5e-4])
+    assert (full.lanczos_iters, full.weight_decays, full.batch_size) == (100, [0.0, 1e-4, 5e-4], 128)
+    monkeypatch.setenv(dryrun.ENV, "1")
+    monkeypatch.setenv(f"{dryrun.ENV}_BATCH", "0")  # the GPU dry run: the paper's batch sizes
+    assert NOTEBOOKS["ff_wrn"].resolve(profile="paper").batch_size == 128
 
 
 def test_engine_truncates_a_dry_run(dry, results_root):
