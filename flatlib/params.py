@@ -17,6 +17,7 @@ import types
 import typing
 from typing import Any, ClassVar
 
+from flatlib import dryrun
 from flatlib.store import PROFILES
 
 NOTEBOOKS: dict[str, type["Params"]] = {}
@@ -73,6 +74,7 @@ class Params:
                 continue
             v = given.get(f.name)
             values[f.name] = preset.get(f.name, f.default) if v is None else v
+        values = dryrun.cap_params(cls, values)  # a dry run's caps on iterations and sample counts; else unchanged
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             values[f.name] = _check(f, hints[f.name], values[f.name], cls.NOTEBOOK or cls.__name__)

@@ -25,6 +25,8 @@ from flatlib.torch_compat import load_jvp_decompositions_quietly
 load_jvp_decompositions_quietly()
 
 HVP_METHODS = ("forward-over-reverse", "double-backward", "forward-over-reverse-vmap")
+# samples per HVP chunk on a GPU (eval-mode BN): WRN-28-10's double-backward graph is ~0.1 GB per image
+AUTO_CHUNK = 256
 
 
 class HessianOperator(LinearOperator):
@@ -45,6 +47,10 @@ class HessianOperator(LinearOperator):
             batch serves every column of a matmat), ``"forward-over-reverse"`` (same result, one
             ``jvp`` per column) or ``"forward-over-reverse-vmap"`` (same result, all columns of a
             matmat in one ``vmap`` over tangents: batched probes share the forward).
+        chunk_size: with ``bn_mode="eval"`` (samples independent), a batch larger than this is moved to
+            the device and differentiated in chunks of this many samples (weighted as above, so the
+            product is unchanged); ``"auto"``: 256 on a GPU, whole batches on the CPU; None: whole batches.
+            In ``bn_mode="train"`` the batch defines the BN statistics and is never split.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
@@ -58,7 +64,8 @@ class HessianOperator(LinearOperator):
     def __init__(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None,
                  params: ParamSpec = None, bn_mode: str = "eval", dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None, batch_size: int | None = None,
-                 weight_decay: float = 0.0, method: str = "double-backward", progress: bool = False):
+                 weight_decay: float = 0.0, method: str = "double-backward", progress: bool = False,
+                 chunk_size: int | str | None = "auto"):
         if method not in HVP_METHODS:
             raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}")
         self.loss = FunctionalLoss(model, loss_fn=loss_fn, params=params, bn_mode=bn_mode,
@@ -67,6 +74,9 @@ class HessianOperator(LinearOperator):
         self.data, self.batch_size = data, batch_size
         self.weight_decay, self.method, self.progress = float(weight_decay), method, progress
         self.num_samples: int | None = None
+        if chunk_size == "auto":
+            chunk_size = AUTO_CHUNK if self.device.type == "cuda" else None
+        self.chunk_size = chunk_size if bn_mode == "eval" else None
 
     @property
     def param_names(self) -> list[str]:
@@ -80,13 +90,20 @@ class HessianOperator(LinearOperator):
         batch_hvp = {"forward-over-reverse": self._batch_hvp_fwd, "double-backward": self._batch_hvp_bwd,
                      "forward-over-reverse-vmap": self._batch_hvp_vmap}[self.method]
         with self.loss.modes():
-            batches = progress_bar(iterate_batches(self.data, self.batch_size), self.progress, "HVP batches")
-            for i, (x, y) in enumerate(batches):
-                x, y = self.loss.batch(x, y, i)
+            for i, (x, y) in enumerate(progress_bar(self._chunks(), self.progress, "HVP batches")):
+                x, y = self.loss.batch(x, y, i)  # to the device, one chunk at a time
                 out += y.shape[0] * batch_hvp(x, y, V)
                 count += y.shape[0]
         self.num_samples = count
         return out / count + self.weight_decay * M
+
+    def _chunks(self):
+        """The data's batches, each split into ``chunk_size`` samples when set."""
+        for x, y in iterate_batches(self.data, self.batch_size):
+            if self.chunk_size is None or len(y) <= self.chunk_size:
+                yield x, y
+            else:
+                yield from zip(x.split(self.chunk_size), y.split(self.chunk_size))
 
     def _batch_hvp_fwd(self, x: Tensor, y: Tensor, V: list[dict[str, Tensor]]) -> Tensor:
         """Columns ``H_b v`` by forward-mode differentiation of the reverse-mode gradient."""

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from flatlib._checks import finite_floats
+from flatlib.curvature.memory import BasisPlan, basis_plan, combine, project_out
 from flatlib.curvature.operator import LinearOperator, as_operator
 from flatlib.progress import progress_bar
 
@@ -40,14 +41,17 @@ class Tridiagonal:
 
 def lanczos_tridiagonal(A: Tensor | LinearOperator, v0: Tensor, num_iters: int, *,
                         should_stop: Callable[[Tridiagonal], bool] | None = None,
-                        show_progress: bool = False) -> Tridiagonal:
+                        show_progress: bool = False, plan: BasisPlan | None = None) -> Tridiagonal:
     """Run up to ``num_iters`` Lanczos steps from ``v0`` with full re-orthogonalisation (float64).
 
     Stops early if the residual vanishes (invariant subspace) or ``should_stop(partial)`` is true.
+    The basis is stored as ``plan`` says (default `basis_plan` from the free device memory: float64
+    on the device when it fits); the recurrence and re-orthogonalisation accumulate in float64.
     """
     A = as_operator(A)
     m = min(num_iters, A.dim)
-    V = torch.empty(A.dim, m, dtype=torch.float64, device=A.device)
+    plan = plan or basis_plan(A.dim, m, A.device)
+    V = torch.empty(A.dim, m, dtype=plan.dtype, device=plan.device)
     q = v0.to(dtype=torch.float64, device=A.device)
     q = q / q.norm()
     alphas, betas, scale = [], [], 0.0
@@ -57,9 +61,9 @@ def lanczos_tridiagonal(A: Tensor | LinearOperator, v0: Tensor, num_iters: int, 
         alpha = torch.dot(q, w)
         w -= alpha * q
         if j > 0:
-            w -= betas[-1] * V[:, j - 1]
+            w -= betas[-1] * V[:, j - 1].to(w)
         for _ in range(2):  # classical Gram-Schmidt twice is enough in floating point ("twice is enough")
-            w -= V[:, :j + 1] @ (V[:, :j + 1].T @ w)
+            w = project_out(V, j + 1, w)
         beta = w.norm()
         alphas.append(alpha)
         betas.append(beta)
@@ -127,7 +131,7 @@ def lanczos(A: Tensor | LinearOperator, k: int = 1, *, num_iters: int = 100, tol
     v0 = torch.randn(A.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     T = lanczos_tridiagonal(A, v0, max(num_iters, k), should_stop=converged, show_progress=progress)
     theta, S = wanted(T)
-    return LanczosResult(theta, (T.basis @ S).to(A.dtype), num_matvecs=len(T.alpha),
+    return LanczosResult(theta, combine(T.basis, S, A.dtype, A.device), num_matvecs=len(T.alpha),
                          converged=converged(T) or float(T.beta[-1]) == 0.0)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .dataset import ArrayDataset
+from .fabricate import torchvision_class  # torchvision's class; without MD5 checks for fabricated folders
 
 
 class MissingDataError(FileNotFoundError):
@@ -41,9 +42,7 @@ def _open(name: str, root: Path, what: str, download: bool, make):
 
 
 def _cifar(name: str, class_name: str, num_classes: int, root: Path, download: bool) -> ArrayDataset:
-    import torchvision.datasets  # deferred: importing torchvision costs seconds
-
-    cls = getattr(torchvision.datasets, class_name)
+    cls = torchvision_class(class_name, root)  # deferred import: torchvision costs seconds
     splits = [_open(name, root, cls.base_folder, download,
                     lambda train=train: cls(str(root), train=train, download=download))
               for train in (True, False)]
@@ -69,9 +68,9 @@ def svhn(root: Path, *, download: bool = False, extra: bool = False) -> ArrayDat
     Files ``train_32x32.mat``, ``test_32x32.mat`` (and ``extra_32x32.mat``) directly in the folder;
     label 10 ("0") is mapped to 0 by torchvision.
     """
-    from torchvision.datasets import SVHN
+    SVHN = torchvision_class("SVHN", root)
 
-    def load(split: str) -> SVHN:
+    def load(split: str):
         what = SVHN.split_list[split][1]
         return _open("svhn", root, what, download, lambda: SVHN(str(root), split=split, download=download))
 
@@ -84,9 +83,7 @@ def svhn(root: Path, *, download: bool = False, extra: bool = False) -> ArrayDat
 
 
 def _mnist_like(name: str, class_name: str, root: Path, download: bool) -> ArrayDataset:
-    import torchvision.datasets
-
-    cls = getattr(torchvision.datasets, class_name)
+    cls = torchvision_class(class_name, root)
     what = f"{cls.__name__}/raw/*-ubyte"
     splits = [_open(name, root, what, download,
                     lambda train=train: cls(str(root), train=train, download=download))

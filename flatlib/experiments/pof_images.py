@@ -91,6 +91,10 @@ class PoFImagesParams(Params):
                       num_minibatches=400, sgd_step_lr=1.6e-4),
     }
 
+    def plan(self) -> list[TrainConfig]:
+        """Every run of every seed (``flatlib run-all`` trains them in parallel before the notebook runs)."""
+        return [c for seed in self.seeds for c in image_configs(self, seed).values()]
+
 
 def image_configs(p: PoFImagesParams, seed: int) -> dict[str, TrainConfig]:
     """SGD and SAM for E + Δ₂ epochs (snapshots at E and E + Δ₁), PoF for Δ₂ from SAM@E, classifier fine-tune after

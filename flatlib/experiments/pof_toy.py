@@ -69,6 +69,10 @@ class PoFToyParams(Params):
                       slice_points=81, lanczos_iters=100),
     }
 
+    def plan(self) -> list[TrainConfig]:
+        """SGD and PoF runs of every seed (``flatlib run-all`` trains them before the notebook runs)."""
+        return [c for seed in self.seeds for c in toy_configs(self, seed)]
+
 
 def toy_configs(p: PoFToyParams, seed: int) -> tuple[TrainConfig, TrainConfig]:
     """(SGD run of E + Δ epochs with a snapshot at E, PoF run of Δ epochs from SGD@E)."""

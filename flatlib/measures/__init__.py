@@ -86,7 +86,9 @@ def measure_all(model: nn.Module, train: Data, test: Data, config: MeasureConfig
     m = copy.deepcopy(model).to(dtype).eval()
     for p in m.parameters():  # curvature over every parameter, frozen ones included
         p.requires_grad_(True)
-    train, test = (train[0].to(dtype), train[1]), (test[0].to(dtype), test[1])
+    device = next(m.parameters()).device  # measured where the model is (load_model: the run's device)
+    train = (train[0].to(device=device, dtype=dtype), train[1].to(device))
+    test = (test[0].to(device=device, dtype=dtype), test[1].to(device))
     c, s = config, config.seed
     out = {"lambda1": hessian_lambda1(m, train, num_iters=c.lanczos_iters, seed=s),
            "trace": hessian_trace(m, train, num_matvecs=c.trace_matvecs, seed=s),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flatlib.params import ParameterError
-from flatlib.pipeline.registry import execute, notebook_classes, notebooks
+from flatlib.pipeline.registry import execute, executed_dir, notebook_classes, notebooks
 from flatlib.store import PROFILES
 
 EXIT_USAGE = 2
@@ -62,13 +62,25 @@ def validate(stem: str, params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def start_dry_run(args: argparse.Namespace) -> None:
+    """``--dry-run``: fabricated data, truncated runs, a results folder of its own (`flatlib.dryrun`)."""
+    if getattr(args, "dry_run", False):
+        from flatlib import dryrun
+        from flatlib.data.fabricate import prepare_dry_run
+
+        root = prepare_dry_run(dryrun.from_env())
+        print(f"dry run: {dryrun.settings()}; fabricated data in {root}; results in {dryrun.results_root('')}",
+              flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    start_dry_run(args)
     stem = resolve_notebook(args.notebook)
     params = {name: parse_value(value) for name, value in (args.p or [])}
     if args.profile:
         params["profile"] = args.profile
     validate(stem, params)
-    out = Path(args.output or f"_build/executed/{params.get('profile', 'default')}/{stem}.ipynb")
+    out = Path(args.output or executed_dir(params.get("profile", "default")) / f"{stem}.ipynb")
     try:
         execute(stem, params, out)
     except RuntimeError as err:
@@ -81,7 +93,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_run_all(args: argparse.Namespace) -> int:
     from flatlib.pipeline.scheduler import run_all
 
+    start_dry_run(args)
     return run_all(args)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """``data check``: every file the paper profile reads, named when missing; ``data fabricate``: fake files."""
+    from flatlib.data.fabricate import fabricate, is_fabricated, missing_files
+    from flatlib.data.paper import data_root
+
+    root = data_root(args.root)
+    if args.action == "fabricate":
+        fabricate(root, args.images)
+        print(f"fabricated {args.images} random images per split in {root}")
+        return 0
+    missing = missing_files(root)
+    print(f"data root: {root}{' (FABRICATED: random images, for dry runs only)' if is_fabricated(root) else ''}")
+    for name, files in missing.items():
+        print(f"{name:<14} {'ok' if not files else 'MISSING ' + ', '.join(str(f) for f in files)}")
+    absent = sorted(name for name, files in missing.items() if files)
+    if absent:
+        print(f"missing: {', '.join(absent)}; the paper profile's notebooks that read them stop with a one-line "
+              "error (imagenet128 is needed only by fim_imagenet)")
+    return 1 if any(files for name, files in missing.items() if name != "imagenet128") else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from flatlib.pipeline.costplan import cost_plan
+
+    return cost_plan(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -128,6 +168,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+DRY_RUN_HELP = ("execute the real code paths truncated to a few steps and iterations, on fabricated data in "
+                "each dataset's format, into results-dryrun/ (FLATLIB_DRYRUN_<STEPS|ITERS|IMAGES|BATCH|SEEDS|LEVELS> "
+                "override the truncation; BATCH=0 keeps the paper's batch sizes)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump) and exit code 2."""
 
@@ -144,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set a parameter")
     p.add_argument("--profile", choices=PROFILES)
     p.add_argument("-o", "--output", help="executed notebook path (default _build/executed/<profile>/<name>.ipynb)")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("run-all", help="run every notebook's experiments, then execute the notebooks")
@@ -151,12 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: all visible)")
     p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: one per GPU, else 1)")
     p.add_argument("--only", default=None, help="only notebooks whose name contains this pattern")
+    p.add_argument("--exclude", default=None, help="skip notebooks whose name contains this pattern")
     p.add_argument("--executor", choices=("local", "slurm"), default="local")
     p.add_argument("--partition", default=None)
     p.add_argument("--time", type=int, default=24 * 60, help="SLURM time limit in minutes")
     p.add_argument("--gpus-per-job", type=int, default=1)
     p.add_argument("--no-notebooks", action="store_true", help="only run the experiments")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(func=cmd_run_all)
+
+    p = sub.add_parser("data", help="check the paper datasets' files, or fabricate random ones for a dry run")
+    p.add_argument("action", choices=("check", "fabricate"))
+    p.add_argument("--root", default=None, help="data folder (default $FLATLIB_DATA, else ~/.cache/flatlib/data)")
+    p.add_argument("--images", type=int, default=8, help="fabricate: random images per split")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("plan", help="what a profile costs: runs, epochs, images; --measure times them here")
+    p.add_argument("--profile", choices=PROFILES, default="paper")
+    p.add_argument("--only", default=None, help="only notebooks whose name contains this pattern")
+    p.add_argument("--measure", action="store_true", help="time one epoch and each measure per notebook on this device")
+    p.add_argument("--steps", type=int, default=5, help="--measure: timed optimizer steps per model")
+    p.add_argument("--max-batch", type=int, default=0,
+                   help="--measure: time at most this batch size and scale per step (a CPU smoke check); 0: the paper's")
+    p.add_argument("--output", default=None, help="--measure: JSON file (default benchmarks/results/plan-<device>.json)")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("status", help="which results exist, per notebook")
     p.add_argument("--profile", choices=PROFILES, default="default")

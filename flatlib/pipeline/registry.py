@@ -76,3 +76,10 @@ def execute(stem: str, params: dict[str, Any], output: Path, log=print) -> Path:
         raise RuntimeError(f"notebook {stem} failed in cell {err.exec_count} with parameters "
                            f"{json.dumps(params)}: {err.ename}: {err.evalue} (output: {output})") from None
     return output
+
+
+def executed_dir(profile: str) -> Path:
+    """Where executed notebooks go: ``_build/executed/<profile>``, ``dryrun-<profile>`` in a dry run."""
+    from flatlib import dryrun
+
+    return Path("_build/executed") / (f"dryrun-{profile}" if dryrun.settings() else profile)

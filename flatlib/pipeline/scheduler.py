@@ -24,7 +24,7 @@ from typing import TypeVar
 from filelock import Timeout
 from tqdm.auto import tqdm
 
-from flatlib.pipeline.registry import execute, notebook_classes, notebooks
+from flatlib.pipeline.registry import execute, executed_dir, notebook_classes, notebooks
 from flatlib.progress import disable
 from flatlib.store import Store
 from flatlib.train import TrainConfig
@@ -71,11 +71,13 @@ def status_table(profile: str) -> str:
     return "\n".join(lines)
 
 
-def _pending(profile: str, only: str | None) -> list[TrainConfig]:
+def _pending(profile: str, only: str | None, exclude: str | None = None) -> list[TrainConfig]:
     """Unique runs without a stored result, parents before children."""
     store = Store(profile)
     seen: dict[str, TrainConfig] = {}
-    for cfgs in plans(profile, only).values():
+    for name, cfgs in plans(profile, only).items():
+        if exclude and exclude in name:
+            continue
         for c in cfgs:
             chain = []
             while c is not None:
@@ -162,7 +164,10 @@ def _slots(args: argparse.Namespace) -> list[str | None]:
 def run_all(args: argparse.Namespace) -> int:
     """Train every pending run in parallel, then execute the notebooks; non-zero exit if anything failed."""
     store = Store(args.profile)
-    pending = _pending(args.profile, args.only)
+    exclude = getattr(args, "exclude", None)
+    pending = _pending(args.profile, args.only, exclude)
+    owner = {c.key(): name for name, cfgs in plans(args.profile, args.only).items() for c in cfgs
+             if not (exclude and exclude in name)}
     failed: list[str] = []
     print(f"run-all {args.profile}: {len(pending)} runs to train ({store.dir})", flush=True)
     bar = tqdm(total=len(pending), desc="runs", disable=disable(bool(pending)))
@@ -193,20 +198,25 @@ def run_all(args: argparse.Namespace) -> int:
             if code == 0:
                 bar.write(f"done   {cfg.model}/{cfg.rule} seed={cfg.seed} {cfg.key()}")
             else:
-                failed.append(cfg.key())
-                bar.write(f"FAILED {cfg.key()} {json.dumps(cfg.to_dict(hashed_only=True))} (log: {log})")
+                failed.append(f"{owner.get(cfg.key(), 'a parent run')} (run {cfg.key()})")
+                bar.write(f"FAILED {cfg.key()} {json.dumps(cfg.to_dict(hashed_only=True))} for notebook "
+                          f"{owner.get(cfg.key(), '(a parent run)')} (log: {log})")
             bar.update()
     bar.close()
     if not args.no_notebooks:
-        for name in notebooks():
-            if args.only and args.only not in name:
-                continue
-            out = Path("_build/executed") / args.profile / f"{name}.ipynb"
-            try:
-                execute(name, {"profile": args.profile}, out)
-                print(f"notebook {name} -> {out}", flush=True)
-            except RuntimeError as err:
-                failed.append(name)
-                print(f"FAILED {err}", file=sys.stderr, flush=True)
-    print(f"run-all {args.profile}: {len(failed)} failed", flush=True)
+        names = [n for n in notebooks() if not (args.only and args.only not in n) and not (exclude and exclude in n)]
+        # notebooks whose runs are all stored are independent, except study_population, which may read every
+        # other notebook's results (include_stored): it runs last, alone
+        last = [n for n in names if n == "study_population"]
+        for group in ([n for n in names if n not in last], last):
+            with ThreadPoolExecutor(max_workers=max(1, min(args.jobs or 1, len(group) or 1))) as pool:
+                futures = {pool.submit(execute, n, {"profile": args.profile}, executed_dir(args.profile) / f"{n}.ipynb",
+                                       ): n for n in group}
+                for fut in as_completed(futures):
+                    try:
+                        print(f"notebook {futures[fut]} -> {fut.result()}", flush=True)
+                    except RuntimeError as err:
+                        failed.append(futures[fut])
+                        print(f"FAILED {err}", file=sys.stderr, flush=True)
+    print(f"run-all {args.profile}: {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from flatlib import dryrun
 from flatlib._torch import weight_norm
 from flatlib.data import ArrayDataset, BatchLoader, confusion_dataset, load_dataset, subset
 from flatlib.models import build_model
@@ -159,8 +160,14 @@ def train(cfg: TrainConfig, store: Store | None = None) -> TrainResult:
     return _run(cfg, None)
 
 
-def load_model(cfg: TrainConfig, store: Store, epoch: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """The run's weights (final, or at a snapshot epoch), retraining if the checkpoint is missing."""
+def load_model(cfg: TrainConfig, store: Store, epoch: int | None = None,
+               device: str | torch.device | None = None) -> nn.Module:
+    """The run's weights (final, or at a snapshot epoch), retraining if the checkpoint is missing.
+
+    ``device`` defaults to the run's own (``resolve_device(cfg.device)``: the GPU on a GPU box), so
+    measurements of the model run where it was trained.
+    """
+    device = resolve_device(cfg.device) if device is None else device
     path = store.checkpoint_dir(cfg.key()) / ("final.pt" if epoch in (None, cfg.epochs) else f"epoch{epoch}.pt")
     if not path.exists():
         snaps = tuple(sorted(set(cfg.snapshot_epochs) | ({epoch} if epoch not in (None, cfg.epochs) else set())))
@@ -231,7 +238,7 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
     autocast = (functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
                 if cuda and cfg.amp else contextlib.nullcontext)
     rank, world = dist_info()
-    mode = compile_mode(cfg, rule, cuda, world)
+    mode = compile_mode(cfg, rule, cuda, world) if dryrun.compile_allowed() else None
     # static shapes: the shorter last batch gets its own graph instead of a dynamic-shape recompile
     step_model = torch.compile(model, dynamic=False, mode=mode) if mode else model
     # CUDA graphs replay into the same output buffers: mark where each step begins
@@ -243,8 +250,9 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
             raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the world size {world}")
         step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=[device.index] if cuda else None)
 
-    train_batches = loader(ds, "train", cfg.batch_size, device, train=True, cfg=cfg, seed=cfg.seed)
-    extra = _cycle(loader(ds, "train", cfg.batch_size, device, train=True, cfg=cfg, seed=cfg.seed + 10_000))
+    batch_size = dryrun.batch_size(cfg.batch_size)  # the config's, unless a dry run caps it
+    train_batches = loader(ds, "train", batch_size, device, train=True, cfg=cfg, seed=cfg.seed)
+    extra = _cycle(loader(ds, "train", batch_size, device, train=True, cfg=cfg, seed=cfg.seed + 10_000))
     test_batches = loader(ds, "test", 1024, device)
     criterion = criterion_for(cfg)
     def shard(batch):
@@ -273,8 +281,13 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
     bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.model}/{cfg.rule}", disable=disable(cfg.progress),
                initial=start, total=cfg.epochs, leave=False)
     step = start * len(train_batches)
+    # a dry run trains only a few epochs for a few steps each (flatlib.dryrun); None: every step of every epoch
+    executed, max_steps = dryrun.executed_epochs(cfg), dryrun.max_steps()
     for epoch in bar:
         lr = plateau.lr if plateau else lr_at(cfg, epoch)
+        if executed is not None and epoch not in executed and records:
+            records.append({**records[-1], "epoch": epoch + 1, "lr": lr, "seconds": 0.0, "dry_run_skipped": True})
+            continue
         set_lr(optimizer, lr)
         model.train()
         train_batches.set_epoch(epoch)
@@ -296,13 +309,16 @@ def _train_loop(cfg: TrainConfig, store: Store | None) -> TrainResult:
             loss_sum += loss.double()
             step_losses[i] = loss.detach()
             step += 1
-            if (i + 1) % _CHECK_EVERY == 0 or i + 1 == len(step_losses):
+            last = i + 1 == len(step_losses) or i + 1 == max_steps
+            if (i + 1) % _CHECK_EVERY == 0 or last:
                 _check_finite(step_losses, checked, i + 1, cfg, store, epoch)
                 checked = i + 1
+            if last:
+                break
         if world > 1:
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= world
-        train_loss = float(loss_sum) / len(train_batches)
+        train_loss = float(loss_sum) / checked
         if not math.isfinite(train_loss):
             _diverged(cfg, store, epoch, None)
         if cuda:
