@@ -109,8 +109,8 @@ class Timings(dict):
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], device: torch.device, *, steps: int = MIN_STEPS,
-                repeats: int = 3, warmup: int = 5, on_fail: Callable[[str, BaseException], None] | None = None
-                ) -> Timings:
+                repeats: int = 3, warmup: int = 5, on_fail: Callable[[str, BaseException], None] | None = None,
+                log: bool = False) -> Timings:
     """Per-step seconds of every candidate in each of ``repeats`` interleaved rounds.
 
     Every candidate first runs ``warmup`` untimed steps (compilation, CUDA-graph capture, cuDNN
@@ -140,6 +140,9 @@ def interleaved(candidates: dict[str, Callable[[], object]], device: torch.devic
                 continue
             try:
                 wall, cpu = _time_block(live[name], device, steps)
+                if log:
+                    print(f"  round {r + 1}/{repeats} {name:28s} {1e3 * wall:9.2f} ms/step wall, "
+                          f"{1e3 * cpu:9.2f} ms/step CPU", flush=True)
                 times[name].append(wall)
                 times.cpu[name].append(cpu)
             except Exception as err:  # noqa: BLE001

@@ -103,7 +103,7 @@ def main() -> None:
             failures[f"{net}/{cand}"] = failure(err)
             print(f"{net:20s} {cand:24s} FAILED {failures[f'{net}/{cand}']}", flush=True)
 
-        times = interleaved(steps, device, steps=args.steps, repeats=args.repeats, warmup=5, on_fail=fail)
+        times = interleaved(steps, device, steps=args.steps, repeats=args.repeats, warmup=5, on_fail=fail, log=True)
         plain = {c: t for c, t in times.items() if c.startswith("sgd")}
         fastest = min(plain, key=lambda c: sorted(plain[c])[len(plain[c]) // 2])
         epoch = CIFAR_TRAIN / batch
