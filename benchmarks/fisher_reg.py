@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="+", default=None, choices=list(NETS),
                         help="default resnet20 wrn28_10 (quick: resnet20[width=0.25])")
+    parser.add_argument("--candidates", nargs="+", default=None, choices=list(CANDIDATES),
+                        help="time only these (default: all; the GPU session leaves out the loop and hvp-ghost)")
     parser.add_argument("--steps", type=int, default=MIN_STEPS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=None, help="default 128 (quick: 32)")
@@ -80,7 +82,7 @@ def main() -> None:
         steps = {}
         for cand, fields in CANDIDATES.items():
             if (cand == "plain" and not cuda) or (cand == "fisher-loop" and net.startswith("wrn28_10")) \
-                    or (args.quick and cand in QUICK_SKIP):
+                    or (args.quick and cand in QUICK_SKIP) or (args.candidates and cand not in args.candidates):
                 continue
             torch.manual_seed(0)
             model = build_model(model_name, in_channels=3, num_classes=10, input_size=32, **model_kwargs)

@@ -7,7 +7,7 @@
 # Every timing follows benchmarks/README.md "How each number is taken": ≥ 50 consecutive steps between two
 # CUDA events, compile/graph capture/warm-up outside, candidates interleaved over 3 rounds, median + min/max,
 # ratios to the engine's fastest plain step. The CPU-only benchmarks (hvp_to_target, levers) are not rerun.
-# Budget (s): update_rules 150 + fisher_reg 130 + curvature 120 + train_throughput 120 = 520, plus start-up.
+# Budget (s): update_rules 160 + fisher_reg 150 + curvature 100 + train_throughput 120 = 530, plus start-up.
 set -u
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
@@ -21,11 +21,12 @@ run() {  # run <seconds> <module> [args...]
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu,clocks.sm --format=csv,noheader || true
 # update rules vs the engine's fastest plain step: WRN-28-10 and ResNet-20, SGD/SAM graphed (compile="auto"),
 # PoF eager at search batch 256 and 32
-run 150 benchmarks.update_rules --models wrn28_10 resnet20 --steps 50 --repeats 3
-# Fisher regularizer (difference, ghost, hvp, hvp-ghost; loop on ResNet-20) vs the graphed plain step
-run 130 benchmarks.fisher_reg --models resnet20 wrn28_10 --steps 50 --repeats 3
+run 160 benchmarks.update_rules --models wrn28_10 resnet20 --steps 50 --repeats 3
+# Fisher regularizer (difference, ghost BN, gradient="hvp") vs the graphed plain step, WRN-28-10 first
+run 150 benchmarks.fisher_reg --models wrn28_10 resnet20 --candidates plain-eager plain fisher fisher-ghost fisher-hvp \
+  --steps 50 --repeats 3
 # curvature vs PyHessian at equal accuracy: trained ResNet-20, float64 reference with TF32 off
-run 120 benchmarks.curvature --repeats 3
+run 100 benchmarks.curvature --repeats 3
 # training throughput of the engine (bf16 eager and CUDA graphs) vs the plain loop, 3 timed epochs of 50 steps
 run 120 benchmarks.train_throughput --models wrn28_10 resnet20 --variants engine engine-cudagraphs --steps 50 --repeats 3
 ls -l benchmarks/results/*.json
