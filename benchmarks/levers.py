@@ -13,7 +13,9 @@ Deterministic counts first (they do not depend on machine load and transfer to a
 * PoF line search, broadcast (one vmapped evaluation of the n + n·grid candidates, selected on the
   device) vs the two dependent sweeps it replaced (ladder, then the bracket's grid, indexed with
   0-dim tensors): host syncs per call, candidates evaluated, and interleaved time per call on
-  WRN-28-10-sized features (search batch 256, 640 features, 10 classes).
+  WRN-28-10-sized features (search batch 256, 640 features, 10 classes); and a third form, the two
+  sweeps with the bracket and grid point picked by ``index_select`` on the device (30 candidates,
+  no host sync, but two dependent launches).
 
 Timings (``benchmarks/common.interleaved``, ≥ 50 consecutive calls per round, ≥ 3 rotated rounds,
 wall and process CPU time) are indicative on a shared CPU; the counts are the evidence.
@@ -71,19 +73,47 @@ def two_sweep_search(clf: nn.Module, features, y, theta0, init_step=1.0, cap=1e4
     return torch.where(rejected, torch.zeros_like(best), best)
 
 
+def two_sweep_device(clf: nn.Module, features, y, theta0, init_step=1.0, cap=1e4, grid=16):
+    """Two sweeps (30 candidates) with the bracket picked by ``index_select`` on the device: no host sync."""
+    def loss(theta):
+        return F.cross_entropy(functional_call(clf, theta, (features,)), y)
+
+    g = grad(loss)(theta0)
+    loss_at = vmap(lambda t: loss({k: theta0[k] - t * g[k] for k in theta0}))
+    loss0 = loss(theta0)
+    n = max(1, math.ceil(math.log2(cap / init_step)))
+    ladder = init_step * 2.0 ** torch.arange(n, dtype=loss0.dtype)
+    rises = loss_at(ladder) > loss0
+    rejected = ~rises.any()
+    upper = ladder.index_select(0, rises.to(torch.uint8).argmax().reshape(1))
+    steps = upper * torch.arange(1, grid + 1, dtype=loss0.dtype) / grid
+    best = steps.index_select(0, loss_at(steps).argmin().reshape(1)).squeeze(0)
+    return torch.where(rejected, torch.zeros_like(best), best)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="ResNet-20 at width 0.5 only")
+    parser.add_argument("--pof-only", action="store_true", help="only the PoF line-search comparison")
     parser.add_argument("--steps", type=int, default=MIN_STEPS)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     device = torch.device("cpu")
     rows: list[dict] = []
+    if args.pof_only:  # keep the FLOP rows of the last full run
+        import json
+
+        from benchmarks.common import RESULTS_DIR
+        old_file = RESULTS_DIR / "levers-cpu.json"
+        if old_file.exists():
+            rows = [r for r in json.loads(old_file.read_text())["results"] if not r["name"].startswith("pof-line-search/")]
 
     # -- FLOPs and host syncs per warm step, every rule, two BN networks --------------------------------------
     batch = 64
     nets = {"resnet20": ("resnet20", {}), "wrn16_4": ("wrn", {"depth": 16, "width": 4})}
-    if args.quick:  # FLOP ratios hardly depend on the width; a full-width count takes many minutes on a busy CPU
+    if args.pof_only:
+        nets = {}
+    elif args.quick:  # FLOP ratios hardly depend on the width; a full-width count takes many minutes on a busy CPU
         nets = {"resnet20[width=0.5]": ("resnet20", {"width": 0.5})}
     for net, (name, kw) in nets.items():
         gen = torch.Generator().manual_seed(0)
@@ -118,14 +148,16 @@ def main() -> None:
     holder.classifier = clf  # minibatch_line_search reads model.classifier
     new = lambda: minibatch_line_search(holder, F.cross_entropy, feats, y, theta0)  # noqa: E731
     old = lambda: two_sweep_search(clf, feats, y, theta0)  # noqa: E731
+    dev2 = lambda: two_sweep_device(clf, feats, y, theta0)  # noqa: E731
+    assert torch.allclose(old(), dev2()) and torch.allclose(old(), new()[0].step)
     sync_counts = {}
-    for cand, fn in (("broadcast", new), ("two-sweep", old)):
+    for cand, fn in (("broadcast", new), ("two-sweep", old), ("two-sweep-device", dev2)):
         with HostSyncCounter() as hs:
             fn()
         sync_counts[cand] = hs.count
     ladder = math.ceil(math.log2(1e4))
-    evals = {"broadcast": ladder + ladder * 16, "two-sweep": ladder + 16}
-    times = interleaved({"broadcast": new, "two-sweep": old}, device, steps=args.steps, repeats=args.repeats,
+    evals = {"broadcast": ladder + ladder * 16, "two-sweep": ladder + 16, "two-sweep-device": ladder + 16}
+    times = interleaved({"broadcast": new, "two-sweep": old, "two-sweep-device": dev2}, device, steps=args.steps, repeats=args.repeats,
                         warmup=3)
     for cand, t in times.items():
         rows.append({**timed_row(f"pof-line-search/{cand}", "time_per_call", t, "ms", scale=1e3,
