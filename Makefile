@@ -40,8 +40,9 @@ chromium: $(CHROMIUM)
 book: $(STAMP) $(MATHJAX)
 	FLATLIB_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --keep-going -W -n
 
+# unit tests, the doctests in flatlib's docstrings, and the import-linter layer contracts (tests/test_layers.py)
 unit: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile tests --ignore=tests/book
+	$(PY) -m pytest -n 2 --dist loadfile --doctest-modules flatlib tests --ignore=tests/book
 
 # two notebook kernels at a time, one thread each: 2 CI cores, no oversubscription
 nbval: $(STAMP)

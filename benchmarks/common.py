@@ -217,7 +217,7 @@ FAST_PATH = {
 
 # -- what the engine runs ----------------------------------------------------------------------
 def engine_step(model: torch.nn.Module, cfg, device: torch.device, pool: list[tuple[torch.Tensor, torch.Tensor]]):
-    """One training step exactly as ``flatlib.engine.train`` sets it up for ``cfg`` (a ``TrainConfig``).
+    """One training step exactly as ``flatlib.train.engine.train`` sets it up for ``cfg`` (a ``TrainConfig``).
 
     Reuses the engine's own pieces: ``build_rule`` (engine-only rule keys dropped), ``build_optimizer``
     with ``fused=cuda``, ``compile_mode(cfg, rule, cuda, world=1)`` (``compile="auto"``: CUDA graphs
@@ -231,22 +231,23 @@ def engine_step(model: torch.nn.Module, cfg, device: torch.device, pool: list[tu
     import functools
     import itertools
 
-    from flatlib.config import CUDA_GRAPH_MODES
-    from flatlib.engine import _ENGINE_RULE_KEYS, compile_mode
-    from flatlib.optim import build_optimizer
-    from flatlib.rules import StepContext, build_rule
+    from flatlib.train import engine
+    from flatlib.train.config import CUDA_GRAPH_MODES
+    from flatlib.train.optim import build_optimizer
+    from flatlib.train.rules import StepContext, build_rule
 
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
     model = model.to(device).train()
-    rule = build_rule(cfg.rule, **{k: v for k, v in cfg.rule_kwargs.items() if k not in _ENGINE_RULE_KEYS})
+    engine_keys = getattr(engine, "_ENGINE_RULE_KEYS", set())  # rule_kwargs the engine keeps for itself, if any
+    rule = build_rule(cfg.rule, **{k: v for k, v in cfg.rule_kwargs.items() if k not in engine_keys})
     channels_last = cuda and cfg.channels_last and rule.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
         pool = [(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x, y) for x, y in pool]
     optimizer = build_optimizer(cfg, rule.trainable(model), fused=cuda)
-    mode = compile_mode(cfg, rule, cuda, 1)
+    mode = engine.compile_mode(cfg, rule, cuda, 1)
     step_model = torch.compile(model, dynamic=False, mode=mode) if mode else model
     cudagraphs = cuda and mode in CUDA_GRAPH_MODES
     autocast = functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16) if cuda and cfg.amp \

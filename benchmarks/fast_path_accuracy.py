@@ -24,9 +24,9 @@ import statistics
 import torch
 
 from benchmarks.common import FAST_PATH, result, write_results
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.data import MissingDataError, load_dataset
-from flatlib.engine import train
+from flatlib.train.engine import train
 
 ARMS = {"float32": FAST_PATH["fp32"], "fast": FAST_PATH["bf16"], "fast-compile": FAST_PATH["compile"],
         "fast-cudagraphs": FAST_PATH["cudagraphs"]}

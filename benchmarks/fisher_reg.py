@@ -3,7 +3,7 @@
 ResNet-20 and WRN-28-10 on CIFAR-shaped random batches held on the device, SGD (Nesterov 0.9, wd
 5e-4). Every candidate is built with the engine's own settings (``benchmarks.common.engine_step``:
 ``build_rule``, fused optimizer, ``compile_mode``, ``cudnn.benchmark``, channels_last where the rule
-allows it, bf16 autocast), so each row is what ``flatlib.engine.train`` would run. Candidates:
+allows it, bf16 autocast), so each row is what ``flatlib.train.engine.train`` would run. Candidates:
   plain-eager      StandardRule, compile=False;
   plain            StandardRule, compile="auto" (CUDA graphs on one GPU; on the CPU the same as plain-eager);
   fisher           FisherRule defaults (α=1e-4, M=8, β=10); BN models get the official full-batch pass (3 passes);
@@ -37,7 +37,7 @@ import os
 import torch
 
 from benchmarks.common import MIN_STEPS, allow_many_compiles, engine_step, failure, interleaved, timed_row, write_results
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.models import build_model
 
 SGD = dict(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)

@@ -35,10 +35,10 @@ from torch.func import functional_call, grad, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import MIN_STEPS, engine_step, interleaved, result, timed_row, write_results
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.hostsync import HostSyncCounter
 from flatlib.models import build_model
-from flatlib.pof import minibatch_line_search
+from flatlib.train.rules.pof import minibatch_line_search
 
 RULES = {
     "sgd": dict(rule="standard"),

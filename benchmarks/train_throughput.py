@@ -4,7 +4,7 @@ Both loops train the same model on the same CIFAR-shaped random images (uint8, 3
 classes) with the same augmentation (4-pixel pad-and-crop, horizontal flip, 16×16 cutout) and the
 same optimizer (SGD, Nesterov momentum 0.9, weight decay 5e-4), on the same device.
 
-``engine`` is ``flatlib.engine.train`` itself, not a copy of its loop: the random images are
+``engine`` is ``flatlib.train.engine.train`` itself, not a copy of its loop: the random images are
 registered as the dataset ``synthetic_cifar`` (``flatlib.data`` keeps its datasets in a name →
 loader table) and a ``TrainConfig`` trains on them; the time is the engine's own per-epoch
 ``seconds`` record (shuffle, on-device augmentation, forward, backward, optimizer step; no
@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import FAST_PATH, failure, result, write_results
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.data import ArrayDataset, DATASETS, EMBEDDED
-from flatlib.engine import train
+from flatlib.train.engine import train
 from flatlib.models import build_model
 
 EPOCH_IMAGES = 50_000  # one CIFAR-10 training epoch
@@ -74,7 +74,7 @@ def register_synthetic() -> None:
 # -- flatlib's engine ------------------------------------------------------------------------
 def engine_seconds(model: str, model_kwargs: dict, n_train: int, batch_size: int, epochs: int,
                    device: torch.device, *, amp: bool, channels_last: bool, compile: bool) -> list[float]:
-    """Per-epoch training seconds of ``flatlib.engine.train`` for epochs 2..``epochs`` (the first is warm-up)."""
+    """Per-epoch training seconds of ``flatlib.train.engine.train`` for epochs 2..``epochs`` (the first is warm-up)."""
     cfg = TrainConfig(dataset="synthetic_cifar", dataset_kwargs={"n_train": n_train, "n_test": 64},
                       model=model, model_kwargs=model_kwargs, augment="4-crop-f", cutout=CUTOUT,
                       batch_size=batch_size, epochs=epochs, optimizer="sgd", device=str(device),

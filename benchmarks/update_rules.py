@@ -3,7 +3,7 @@
 WRN-28-10 (PoF's network) and ResNet-20 on CIFAR-shaped random batches held on the device. Every
 candidate is a step built with the engine's own settings (``benchmarks.common.engine_step``:
 ``build_rule``, fused ``build_optimizer``, ``compile_mode``, ``cudnn.benchmark``, channels_last, bf16
-autocast), so ``compile="auto"`` means what it means in ``flatlib.engine.train``: CUDA graphs
+autocast), so ``compile="auto"`` means what it means in ``flatlib.train.engine.train``: CUDA graphs
 (``reduce-overhead``) for SGD and SAM on one GPU, eager for PoF, eager everything on the CPU.
 
 Candidates per network (rows ``<net>/<candidate>``):
@@ -41,7 +41,7 @@ import os
 import torch
 
 from benchmarks.common import MIN_STEPS, allow_many_compiles, engine_step, failure, interleaved, timed_row, write_results
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.models import build_model
 
 CIFAR_TRAIN = 50_000

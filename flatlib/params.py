@@ -10,14 +10,16 @@ The same classes validate ``flatlib run -p`` and direct Python use (``Params.res
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import math
 import os
 import types
 import typing
 from typing import Any, ClassVar
 
-PROFILES = ("smoke", "default", "paper")
+from flatlib.store import PROFILES
+
 NOTEBOOKS: dict[str, type["Params"]] = {}
-_IGNORED = {"In", "Out", "exit", "quit", "get_ipython", "display"}
 
 
 class ParameterError(ValueError):
@@ -102,15 +104,13 @@ class Params:
 
 
 def notebook_params(name: str, namespace: dict[str, Any]) -> Params:
-    """Resolve the parameters a notebook's ``parameters`` cell (and papermill) put in ``namespace``."""
-    import flatlib.experiments  # noqa: F401  (registers every notebook's Params)
+    """Resolve a notebook's parameters: see ``flatlib.pipeline.registry.notebook_params``.
 
-    if name not in NOTEBOOKS:
-        raise ParameterError(f"unknown notebook {name!r}; choose from: {', '.join(sorted(NOTEBOOKS))}")
-    given = {k: v for k, v in namespace.items()
-             if not k.startswith("_") and k not in _IGNORED
-             and not isinstance(v, (types.ModuleType, types.FunctionType, type))}
-    return NOTEBOOKS[name].resolve(**given)
+    Kept here because every notebook calls it by this name. The registry is looked up by module
+    name at call time: the parameter layer sits below the experiments and never imports them.
+    """
+    registry = importlib.import_module("flatlib.pipeline.registry")
+    return registry.notebook_params(name, namespace)
 
 
 def _check(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:
@@ -154,6 +154,8 @@ def _scalar(v: Any, t: type, fail) -> Any:
     if t is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise fail("expected a number")
+        if not math.isfinite(v):
+            raise fail("must be a finite number")
         return float(v)
     if t is str:
         if not isinstance(v, str):

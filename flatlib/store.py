@@ -11,6 +11,7 @@ under ``<root>/<profile>/checkpoints/``.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -26,9 +27,15 @@ from typing import Any, Callable, Iterator
 from filelock import FileLock
 
 import flatlib
-from flatlib.config import config_hash
 
 PROFILES = ("smoke", "default", "paper")
+
+
+def config_hash(d: dict[str, Any]) -> str:
+    """Short stable hash of a JSON-able dict together with the flatlib version."""
+    blob = json.dumps({"flatlib": flatlib.__version__, **d}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -50,15 +57,21 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The checkout's short commit hash, read once per process (``None`` outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=project_root(), timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def provenance() -> dict[str, Any]:
     """Where and with what a result was computed."""
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=project_root(), timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    commit = git_commit()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})"
     return {
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

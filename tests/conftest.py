@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cases import cases
+
 
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
@@ -17,3 +19,9 @@ def results_root(tmp_path, monkeypatch):
     root = tmp_path / "results"
     monkeypatch.setenv("FLATLIB_RESULTS", str(root))
     return root
+
+
+@pytest.fixture(params=cases(), ids=lambda c: c.id)
+def case(request):
+    """One row of the shared case table (``tests/cases.py``): model × BN mode × dtype × device."""
+    return request.param

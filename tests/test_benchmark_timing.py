@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.common import MIN_STEPS, engine_step, interleaved, timed_row
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.models import build_model
 
 

@@ -159,3 +159,12 @@ def test_status_page_shows_tallies_badges_and_reasons(tmp_path):
     assert "verdict-held" in f2 and "verdict-did-not-hold" in f2, "each profile's verdict side by side"
     assert 'id="status-counts"' in page
     assert tally(frame).loc["FF", "inconclusive"] == 1 and tally(frame).loc["FF", "held"] == 1
+
+
+def test_fell_gate_needs_a_drop_in_every_seed():
+    from flatlib.claims.rules import Fell
+
+    rule = Fell(1e-2, "R")
+    assert rule.gate([-0.5, -0.02]).passed
+    assert not rule.gate([-0.5, -0.005]).passed and not rule.gate([0.5, -0.5]).passed and not rule.gate([]).passed
+    assert "≥ 1e-02" in rule.text()

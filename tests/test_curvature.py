@@ -34,52 +34,7 @@ from flatlib.curvature import (
     slq,
 )
 
-N, SIZES = 30, [12, 11, 7]  # a dataset split into batches of unequal size
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh(), nn.Dropout(0.5))
-        self.classifier = nn.Linear(6, 3)
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-class CNN(nn.Module):
-    def __init__(self, batch_norm: bool):
-        super().__init__()
-        norm = nn.BatchNorm2d(3) if batch_norm else nn.Identity()
-        self.features = nn.Sequential(nn.Conv2d(1, 3, 3), norm, nn.ReLU(), nn.Conv2d(3, 4, 3), nn.Tanh(),
-                                      nn.Flatten())
-        self.classifier = nn.Linear(16, 3)
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-@functools.cache
-def _problem(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    if name == "mlp":
-        model, X = MLP(), torch.randn(N, 5)
-    else:
-        model, X = CNN(batch_norm=name == "cnn_bn"), torch.randn(N, 1, 6, 6)
-    if name == "cnn_bn":  # non-trivial running statistics, so that eval and train BN differ
-        with torch.no_grad():
-            model.train()(X + 0.5)
-    return model.eval(), X, torch.randint(0, 3, (N,))
-
-
-def problem(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A fresh copy of a small model and its dataset (X, Y)."""
-    model, X, Y = _problem(name)
-    return copy.deepcopy(model), X, Y
-
-
-def batches(X: torch.Tensor, Y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return list(zip(X.split(SIZES), Y.split(SIZES)))
+from cases import CNN, MLP, N, SIZES, batches, problem  # noqa: F401  (the shared case table)
 
 
 # (model, params, bn_mode)

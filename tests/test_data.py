@@ -11,6 +11,7 @@ import torch
 
 from flatlib.data import (AUGMENTATIONS, DATASETS, EMBEDDED, PAPER_DATASETS, ArrayDataset, BatchLoader,
                           MissingDataError, augment_batch, confusion_dataset, load_dataset, subset)
+from flatlib.data.augment import ROTATION_DEG
 from flatlib.data.dataset import channel_stats
 
 
@@ -242,14 +243,24 @@ def reference_augment(x, scheme, cutout, seed):
     b, _, h, w = x.shape
     pad = {"1-crop-f": 1, "4-crop-f": 4}.get(scheme, 0)
     out = x.clone()
-    if pad:
+    shift = {"rot-only": 0, "1-shift-rot": 1, "4-shift-rot": 4}.get(scheme)
+    if shift is not None:  # the digit schemes: rotation + shift per image, then (optionally) cutout, no flip
+        u = torch.rand(3, b, generator=g) * 2 - 1
+        for i in range(b):
+            a = u[0, i] * (ROTATION_DEG * torch.pi / 180)
+            tx, ty = 2 * (shift / 32) * u[1, i], 2 * (shift / 32) * u[2, i]  # affine_grid: [-1, 1] coordinates
+            theta = torch.stack([torch.stack([torch.cos(a), -torch.sin(a), tx]),
+                                 torch.stack([torch.sin(a), torch.cos(a), ty])])[None].to(x.dtype)
+            grid = torch.nn.functional.affine_grid(theta, [1, *x.shape[1:]], align_corners=False)
+            out[i] = torch.nn.functional.grid_sample(x[i:i + 1], grid, align_corners=False)[0]
+    elif pad:
         offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=g)
         padded = torch.zeros(b, x.shape[1], h + 2 * pad, w + 2 * pad, dtype=x.dtype)
         padded[:, :, pad:pad + h, pad:pad + w] = x
         for i in range(b):
             oy, ox = offsets[:, i].tolist()
             out[i] = padded[i, :, oy:oy + h, ox:ox + w]
-    if scheme != "no-aug":
+    if scheme != "no-aug" and shift is None:
         flip = torch.rand(b, generator=g) < 0.5
         for i in range(b):
             if flip[i]:
@@ -453,3 +464,16 @@ def test_validation_holdout_partitions_the_training_split_the_same_way_every_tim
     assert len(torch.cat([a.x_train, a.x_test])) == full.n_train and (a.mean, a.std) == (full.mean, full.std)
     with pytest.raises(ValueError, match="validation hold-out"):
         load_dataset("digits", validation=full.n_train)
+
+
+def test_split_tensors_is_the_loaders_preprocessing():
+    from flatlib.data import BatchLoader, load_dataset, split_tensors
+
+    ds = load_dataset("toy")
+    x, y = split_tensors(ds, "train", drop_last=10)
+    ref_x, ref_y = next(iter(BatchLoader(ds.x_train, ds.y_train, ds.n_train, shuffle=False, mean=ds.mean, std=ds.std)))
+    assert torch.equal(x, ref_x[:-10]) and torch.equal(y, ref_y[:-10])
+    xt, yt = split_tensors(ds, "test", n=7)
+    assert len(yt) == 7 and xt.dtype == torch.float32
+    with pytest.raises(ValueError, match="invalid split='val'"):
+        split_tensors(ds, "val")

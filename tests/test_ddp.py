@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from flatlib.config import TrainConfig
-from flatlib.engine import _run
+from flatlib.train.config import TrainConfig
+from flatlib.train.engine import _run
 
 CFG = dict(dataset="toy", dataset_kwargs={"n_train": 256, "n_test": 128}, model="mlp5",
            model_kwargs={"width": 16}, epochs=2, batch_size=64, lr=0.1, progress=False)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatlib.config import ConfigError, TrainConfig
-from flatlib.engine import Diverged, load_model, train
-from flatlib.optim import build_optimizer, lr_at
+from flatlib.train.config import ConfigError, TrainConfig
+from flatlib.train.engine import Diverged, load_model, train
+from flatlib.train.optim import build_optimizer, lr_at
 from flatlib.store import Store
 
 TINY = dict(dataset="toy", model="mlp5", model_kwargs={"width": 16}, epochs=4, lr=0.1, batch_size=64,
@@ -25,7 +25,7 @@ def test_result_is_cached_and_reused(results_root, monkeypatch):
     store = Store("smoke")
     cfg = TrainConfig(**TINY)
     first = train(cfg, store)
-    import flatlib.engine as engine
+    import flatlib.train.engine as engine
 
     monkeypatch.setattr(engine, "_run", lambda *a, **k: pytest.fail("retrained a cached config"))
     again = train(cfg, store)
@@ -42,7 +42,7 @@ def test_resume_after_interruption_matches_uninterrupted(results_root, monkeypat
     clean = train(cfg, Store("smoke", results_root / "clean"))
 
     store = Store("smoke", results_root / "interrupted")
-    import flatlib.engine as engine
+    import flatlib.train.engine as engine
 
     real_eval = engine.evaluate
     calls = {"n": 0}

@@ -7,7 +7,7 @@ optimizer from the config): channels_last is a layout change, so it must agree t
 rounding; ``torch.compile`` must agree to float32 rounding; bf16 autocast (8-bit mantissa,
 relative rounding 2^-9 per op) must give the same losses to 1 % and an update in the same
 direction. On CPU, autocast runs in bf16 on the CPU; a CUDA machine also checks
-``flatlib.engine.train`` end to end. No timing here: speed is measured by
+``flatlib.train.engine.train`` end to end. No timing here: speed is measured by
 ``benchmarks/train_throughput.py``.
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ import functools
 import pytest
 import torch
 
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.data import ArrayDataset
-from flatlib.engine import criterion_for, loader, train
+from flatlib.train.engine import criterion_for, loader, train
 from flatlib.models import build_model
-from flatlib.optim import build_optimizer
-from flatlib.rules import StandardRule, StepContext
+from flatlib.train.optim import build_optimizer
+from flatlib.train.rules import StandardRule, StepContext
 
 CFG = TrainConfig(dataset="toy", model="resnet20", model_kwargs={"width": 0.25}, augment="4-crop-f", cutout=4,
                   batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
@@ -140,14 +140,14 @@ def test_engine_default_settings_match_float32_per_rule_on_cuda(rule):
     ("max-autotune", "pof", True, 1, "max-autotune"),
 ])
 def test_compile_mode_resolution(compile_, rule, cuda, world, expected):
-    from flatlib.engine import compile_mode
-    from flatlib.rules import build_rule
+    from flatlib.train.engine import compile_mode
+    from flatlib.train.rules import build_rule
 
     assert compile_mode(CFG.replace(compile=compile_, rule=rule), build_rule(rule), cuda, world) == expected
 
 
 def test_unknown_compile_mode_is_a_one_line_config_error():
-    from flatlib.config import ConfigError
+    from flatlib.train.config import ConfigError
 
     with pytest.raises(ConfigError, match="invalid compile='fast'"):
         CFG.replace(compile="fast")

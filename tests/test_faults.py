@@ -13,8 +13,8 @@ import nbformat
 import pytest
 import torch
 
-from flatlib.config import TrainConfig
-from flatlib.engine import Diverged, OutOfMemory, load_model, train
+from flatlib.train.config import TrainConfig
+from flatlib.train.engine import Diverged, OutOfMemory, load_model, train
 from flatlib.store import Store
 
 TINY = dict(dataset="toy", model="mlp5", model_kwargs={"width": 16}, epochs=3, lr=0.1, batch_size=64, progress=False)
@@ -63,7 +63,7 @@ class NaNAt(torch.nn.Module):
 
 
 def test_nan_at_chosen_step_stops_keeps_checkpoint_writes_no_result(results_root, monkeypatch):
-    import flatlib.engine as engine
+    import flatlib.train.engine as engine
 
     store = Store("smoke")
     cfg = TrainConfig(**TINY)
@@ -92,7 +92,7 @@ def test_checkpoint_from_other_config_is_refused(results_root):
 
 
 def test_out_of_memory_message(results_root, monkeypatch):
-    import flatlib.engine as engine
+    import flatlib.train.engine as engine
 
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
@@ -109,7 +109,7 @@ def test_killed_mid_epoch_resumes_identically(results_root, tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg.to_dict()))
     env = {**os.environ, "FLATLIB_RESULTS": str(results_root / "killed"), "FLATLIB_QUIET": "1"}
-    cmd = [sys.executable, "-m", "flatlib.cli", "train", "--config", str(path), "--profile", "smoke"]
+    cmd = [sys.executable, "-m", "flatlib.pipeline.cli", "train", "--config", str(path), "--profile", "smoke"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = Store("smoke", results_root / "killed").checkpoint_dir(cfg.key()) / "last.pt"
     deadline = time.time() + 120
@@ -131,8 +131,7 @@ def test_batch_execution_reports_failing_cell_and_continues(results_root, tmp_pa
     """run-all's notebook stage: a failing notebook is reported with cell and parameters; the next still runs."""
     import argparse
 
-    import flatlib.cli as cli
-    from flatlib import scheduler
+    from flatlib.pipeline import registry, scheduler
 
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
@@ -142,8 +141,8 @@ def test_batch_execution_reports_failing_cell_and_continues(results_root, tmp_pa
         nb.cells = [nbformat.v4.new_code_cell("profile = None", metadata={"tags": ["parameters"]}),
                     nbformat.v4.new_code_cell(code)]
         nbformat.write(nb, nbdir / f"{name}.ipynb")
-    monkeypatch.setattr(cli, "notebook_dir", lambda: nbdir)
-    monkeypatch.setattr(cli, "notebooks", lambda: ["a_bad", "b_good"])
+    monkeypatch.setattr(registry, "notebook_dir", lambda: nbdir)
+    monkeypatch.setattr(scheduler, "notebooks", lambda: ["a_bad", "b_good"])
     monkeypatch.setattr(scheduler, "plans", lambda profile, only=None: {})
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(profile="smoke", only=None, executor="local", gpus=None, jobs=1, no_notebooks=False)

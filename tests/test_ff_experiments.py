@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flatlib.curvature import exact_hessian
-from flatlib.engine import load_model
+from flatlib.train.engine import load_model
 from flatlib.experiments import ff
 from flatlib.store import Store
 

@@ -1,4 +1,5 @@
-"""Tests for the FIM chapter's analysis code (flatlib.experiments.fim): rank correlations, verdict rules,
+"""Tests for the FIM chapter's analysis code (flatlib.experiments.fim_scenarios, fim_regularizer,
+fim_imagenet): rank correlations, verdict rules,
 run plans per profile, the benchmark reader, and the metric measurement on a stored run."""
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from flatlib.config import TrainConfig
-from flatlib.engine import dataset_for, load_model, train
+from flatlib.train.config import TrainConfig
+from flatlib.train.engine import dataset_for, load_model, train
 from flatlib.claims import fim as fim_claims
-from flatlib.experiments import fim
+from flatlib.experiments import fim_imagenet as imnet
+from flatlib.experiments import fim_regularizer as reg
+from flatlib.experiments import fim_scenarios as fim
 from flatlib.reference import paper_numbers
 from flatlib.params import ParameterError
 from flatlib.store import Store
@@ -89,34 +92,35 @@ def test_comparison_difference_and_standard_error():
     a, b = [10.0, 11.0, 12.0], [9.0, 9.5, 10.0, 9.5]
     frame = pd.DataFrame({"dataset": "d", "model": "m", "regularizer": ["without"] * 3 + ["with"] * 4,
                           "test_error": a + b})
-    row = fim.comparison(frame, "test_error").iloc[0]
+    row = reg.comparison(frame, "test_error").iloc[0]
     se = math.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 4)
     assert row["Δ (with − without)"] == pytest.approx(np.mean(b) - np.mean(a))
     assert row["s.e. of Δ"] == pytest.approx(se)
     assert row["lower with reg."] and row["without"] == "11.00 ± 1.00"
     frame.loc[frame["regularizer"] == "with", "test_error"] = [10.5, 11.5, 12.0, 10.0]  # within the noise
-    assert not fim.comparison(frame, "test_error").iloc[0]["lower with reg."]
+    assert not reg.comparison(frame, "test_error").iloc[0]["lower with reg."]
 
 
 def test_t1_table_puts_paper_numbers_in_paper_columns_only():
     frame = pd.DataFrame({"dataset": "cifar10", "model": "resnet20", "regularizer": ["without", "with"] * 2,
                           "test_error": [9.0, 8.0, 9.2, 8.1], "log_det": [-1.0, -2.0, -1.1, -2.1]})
-    tab = fim.t1_table(frame).iloc[0]
+    tab = reg.t1_table(frame).iloc[0]
     assert tab["paper: without"] == "8.50 ± 0.31" and tab["paper: with"] == "7.89 ± 0.13"
     assert "8.50" not in tab["without"]
-    assert fim.t3_table(frame).iloc[0]["paper: with"] == "−1138.1 ± 11.0"
+    assert reg.t3_table(frame).iloc[0]["paper: with"] == "−1138.1 ± 11.0"
 
 
 @pytest.mark.parametrize("cls, profile, n", [
-    (fim.ConfusionParams, "smoke", 4), (fim.ConfusionParams, "default", 18), (fim.ConfusionParams, "paper", 30),
-    (fim.AugmentationParams, "default", 12), (fim.AugmentationParams, "paper", 20),
-    (fim.BatchSizeParams, "default", 12), (fim.BatchSizeParams, "paper", 20),
-    # smoke: 2 β-search runs + 2 plain arms; paper: 7 pairs × 9 β + 35 plain arms (the regularized arms join
-    # the plan once the search is stored: test_beta_search_chooses_the_lowest_validation_error)
-    (fim.RegularizerParams, "smoke", 4), (fim.RegularizerParams, "default", 12), (fim.RegularizerParams, "paper", 98),
-    (fim.ImageNetParams, "paper", 0),
+    (fim.ConfusionParams, "smoke", 4), (fim.ConfusionParams, "default", 30), (fim.ConfusionParams, "paper", 30),
+    (fim.AugmentationParams, "default", 20), (fim.AugmentationParams, "paper", 20),
+    (fim.BatchSizeParams, "default", 20), (fim.BatchSizeParams, "paper", 20),
+    # smoke: 2 β-search runs + 2 plain arms; default: 9 β + 5 plain arms; paper: 7 pairs × 9 β + 35 plain arms
+    # (the regularized arms join the plan once the search is stored:
+    # test_beta_search_chooses_the_lowest_validation_error)
+    (reg.RegularizerParams, "smoke", 4), (reg.RegularizerParams, "default", 14), (reg.RegularizerParams, "paper", 98),
+    (imnet.ImageNetParams, "paper", 0),
 ])
-def test_plan_sizes(cls, profile, n):
+def test_plan_sizes(cls, profile, n, results_root):  # an empty store: the β searches are not run yet
     plan = cls.resolve(profile=profile).plan()
     assert len(plan) == n
     assert len({c.key() for c in plan}) == n  # no duplicated runs
@@ -135,14 +139,14 @@ def test_paper_scenario_configs_follow_the_paper():
 
 
 def test_paper_regularizer_configs():
-    runs = fim.regularizer_configs(fim.RegularizerParams.resolve(profile="paper"))
+    runs = reg.regularizer_configs(reg.RegularizerParams.resolve(profile="paper"))
     pairs = {(d, m) for d, m, _, _ in runs}
     table1 = {tuple(k.split(":")[:2]) for k in paper_numbers("FIM-T1")}
     assert pairs == table1  # Table 1's seven (dataset, model) pairs
-    for dataset, model, reg, cfg in runs:
-        recipe = fim.ORIGINAL_RECIPES[model]
+    for dataset, model, regularized, cfg in runs:
+        recipe = reg.ORIGINAL_RECIPES[model]
         assert cfg.milestones == recipe["milestones"] and cfg.epochs == recipe["epochs"]
-        if reg:
+        if regularized:
             assert cfg.rule == "fisher"
             assert cfg.rule_kwargs == {"alpha": 1e-4, "beta": 10.0, "num_subbatches": 8,
                                        "start_epoch": recipe["milestones"][0]}  # on after the first lr drop
@@ -151,8 +155,8 @@ def test_paper_regularizer_configs():
 
 
 def test_paper_beta_search_is_the_papers():
-    p = fim.RegularizerParams.resolve(profile="paper")
-    search = fim.beta_search_configs(p)
+    p = reg.RegularizerParams.resolve(profile="paper")
+    search = reg.beta_search_configs(p)
     assert {b for _, b, _ in search} == {1, 5, 10, 20, 30, 40, 50, 75, 100}  # FIM Sec. 7.2.1
     assert all(c.dataset_kwargs == {"validation": 5000} and c.rule == "fisher" and c.rule_kwargs["beta"] == b
                for _, b, c in search)  # CIFAR's 45k/5k split
@@ -161,16 +165,16 @@ def test_paper_beta_search_is_the_papers():
 def test_beta_search_chooses_the_lowest_validation_error(results_root):
     from flatlib.store import Store
 
-    p = fim.RegularizerParams.resolve(profile="smoke")
+    p = reg.RegularizerParams.resolve(profile="smoke")
     store = Store("smoke")
-    assert fim.beta_search(p, store, train=False) is None  # nothing stored yet
-    frame = fim.beta_search(p, store)
+    assert reg.beta_search(p, store, train=False) is None  # nothing stored yet
+    frame = reg.beta_search(p, store)
     assert list(frame["beta"]) == [1.0, 10.0] and frame["chosen"].sum() == 1
     best = frame.loc[frame["chosen"]].iloc[0]
     assert best["validation_error"] == frame["validation_error"].min()
-    assert fim.chosen_betas(fim.beta_search(p, store, train=False)) == {"digits:cnn6": best["beta"]}
+    assert reg.chosen_betas(reg.beta_search(p, store, train=False)) == {"digits:cnn6": best["beta"]}
     # the search runs evaluate on held-out training images, never on the test set
-    ds_keys = {c.dataset_kwargs.get("validation") for *_, c in fim.beta_search_configs(p)}
+    ds_keys = {c.dataset_kwargs.get("validation") for *_, c in reg.beta_search_configs(p)}
     assert ds_keys == {64}
     plan = p.plan()  # the search is stored: the regularized arms now use the chosen β
     regs = [c for c in plan if c.rule == "fisher" and "validation" not in c.dataset_kwargs]
@@ -179,9 +183,9 @@ def test_beta_search_chooses_the_lowest_validation_error(results_root):
 
 def test_regularizer_rejects_unsplittable_batches():
     with pytest.raises(ParameterError, match="divisible"):
-        fim.RegularizerParams.resolve(profile="smoke", n_train=260).plan()  # last batch of 4 < M = 8
+        reg.RegularizerParams.resolve(profile="smoke", n_train=260).plan()  # last batch of 4 < M = 8
     with pytest.raises(ParameterError, match="dataset:model"):
-        fim.RegularizerParams.resolve(profile="smoke", pairs=["digits-cnn6"])
+        reg.RegularizerParams.resolve(profile="smoke", pairs=["digits-cnn6"])
 
 
 def _bench(tmp_path, name, device, ratio):
@@ -193,27 +197,27 @@ def _bench(tmp_path, name, device, ratio):
 
 
 def test_benchmark_reader_and_tc_verdict(tmp_path, monkeypatch):
-    monkeypatch.setattr(fim, "project_root", lambda: tmp_path)
+    monkeypatch.setattr(reg, "project_root", lambda: tmp_path)
     monkeypatch.setenv("FLATLIB_RESULTS", str(tmp_path / "results"))
-    assert fim_claims.timing(fim.benchmark_results(), "default").verdict == "not run"
+    assert fim_claims.timing(reg.benchmark_results(), "default").verdict == "not run"
     _bench(tmp_path, "fisher_reg-cpu.json", "Intel(R) Xeon(R) Processor (2 threads)", 3.5)
-    bench = fim.benchmark_results()
+    bench = reg.benchmark_results()
     assert list(bench["candidate"]) == ["plain", "fisher"] and bench["ms/step"].iloc[1] == pytest.approx(350.0)
     assert fim_claims.timing(bench, "default").verdict == "not run"  # CPU only: not comparable with the paper's GPUs
     _bench(tmp_path, "fisher_reg-h100.json", "NVIDIA H100 80GB HBM3", 1.4)
-    tc = fim_claims.timing(fim.benchmark_results(), "default")
+    tc = fim_claims.timing(reg.benchmark_results(), "default")
     assert tc.verdict == "held" and tc.scale == "GPU benchmark, NVIDIA H100 80GB HBM3"
     _bench(tmp_path, "fisher_reg-a100.json", "NVIDIA A100-SXM4-40GB", 2.5)
-    assert fim_claims.timing(fim.benchmark_results(), "default").verdict == "partly held"
+    assert fim_claims.timing(reg.benchmark_results(), "default").verdict == "partly held"
 
 
 def test_imagenet_skip_reasons(tmp_path):
-    assert "paper profile" in fim.imagenet_skip_reason(fim.ImageNetParams.resolve(profile="default"))
-    p = fim.ImageNetParams.resolve(profile="paper", data_dir=str(tmp_path))
-    assert "no ImageNet" in fim.imagenet_skip_reason(p)
+    assert "paper profile" in imnet.imagenet_skip_reason(imnet.ImageNetParams.resolve(profile="default"))
+    p = imnet.ImageNetParams.resolve(profile="paper", data_dir=str(tmp_path))
+    assert "no ImageNet" in imnet.imagenet_skip_reason(p)
     (tmp_path / "train").mkdir()
     (tmp_path / "val").mkdir()
-    assert "found" in fim.imagenet_skip_reason(p)
+    assert "found" in imnet.imagenet_skip_reason(p)
 
 
 def test_measure_uses_clean_rows_and_is_cached(tmp_path):
@@ -236,3 +240,97 @@ def test_measure_uses_clean_rows_and_is_cached(tmp_path):
     for p in store.checkpoint_dir(cfg.key()).glob("*.pt"):
         p.unlink()
     assert fim.measure(cfg, store, n_prime=6, num_subsets=2) == got
+
+
+def test_default_scenarios_fit_protocol():
+    """S2 at default uses the label-preserving digit schemes; S3 gives every batch size the same SGD steps."""
+    s2 = fim.AugmentationParams.resolve(profile="default").plan()
+    assert {c.augment for c in s2} == {"no-aug", "rot-only", "1-shift-rot", "4-shift-rot"}
+    p = fim.BatchSizeParams.resolve(profile="default")
+    steps = {}
+    for level, cfg in fim.scenario_configs(p):
+        ds = dataset_for(cfg)
+        steps[level] = cfg.epochs * ds.n_train / cfg.batch_size  # steps, counting the short last batch as a fraction
+        assert [m / cfg.epochs for m in cfg.milestones] == [m / p.epochs for m in p.milestones]
+    assert max(steps.values()) == pytest.approx(min(steps.values()))
+    assert fim.BatchSizeParams.resolve(profile="paper").budget == "epochs"
+    assert {c.epochs for c in fim.BatchSizeParams.resolve(profile="paper").plan()} == {200}
+
+
+def test_shift_rotate_is_identity_at_zero_and_label_preserving_in_size():
+    from flatlib.data import augment_batch
+    from flatlib.data.augment import random_shift_rotate
+
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(random_shift_rotate(x, 0.0, 0.0), x, rtol=0, atol=1e-6)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a, b = augment_batch(x, "4-shift-rot", generator=g()), augment_batch(x, "4-shift-rot", generator=g())
+    assert torch.equal(a, b) and a.shape == x.shape
+    one = torch.zeros(1, 1, 8, 8)
+    one[0, 0, 4, 4] = 1.0
+    moved = random_shift_rotate(one.expand(64, 1, 8, 8), 4 / 32, 0.0, torch.Generator().manual_seed(1))
+    centre = (moved[:, 0] * torch.arange(8.0)[None, None, :]).sum((1, 2)) / moved[:, 0].sum((1, 2))
+    assert float((centre - 4).abs().max()) <= 1.0 + 1e-5  # at most 4/32 of 8 pixels = 1 pixel
+
+
+def test_evaluation_clean_rows_test_correctness_and_cache(tmp_path):
+    cfg = TrainConfig(dataset="digits", model="mlp", model_kwargs={"widths": [16]}, n_train=48, confusion=16,
+                      batch_size=32, epochs=1, lr=0.05, seed=2, progress=False)
+    store = Store("smoke", tmp_path)
+    res = train(cfg, store)
+    ev = fim.evaluation(cfg, store, extra={"n": ({"what": "n"}, lambda model, c: 7)})
+    model = load_model(cfg, store).eval()
+    x, y = fim.clean_training_set(cfg)
+    with torch.no_grad():
+        out = model(x)
+    assert ev["clean_train_error"] == pytest.approx(100 * float((out.argmax(1) != y).double().mean()))
+    assert ev["clean_train_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(out, y)), rel=1e-5)
+    correct = fim.correct_vector(ev)
+    assert len(correct) == res.summary["n_test"] and ev["n"] == 7
+    assert 100 * (1 - correct.mean()) == pytest.approx(res.summary["test_error"])
+    for p in store.checkpoint_dir(cfg.key()).glob("*.pt"):
+        p.unlink()
+    assert fim.evaluation(cfg, store, extra={"n": ({"what": "n"}, lambda model, c: 7)}) == ev  # from the store
+
+
+def _reg_frame(seeds: int = 5, fisher_drop: float = 0.3, n_test: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(seeds):
+        base = rng.random(n_test) < 0.9
+        for arm in ("without", "with"):
+            corr = base.copy()
+            if arm == "with":
+                corr[rng.choice(n_test, 4, replace=False)] = True
+            rows.append({"dataset": "digits", "model": "cnn6", "regularizer": arm, "seed": s,
+                         "beta": 10.0 if arm == "with" else None, "test_error": 100 * (1 - corr.mean()),
+                         "train_error": 1.0, "n_test": n_test, "train_loss": 0.05,
+                         "fisher_reg": 1e-3 * (1 - fisher_drop if arm == "with" else 1.0),
+                         "test_correct": "".join("1" if c else "0" for c in corr),
+                         "log_det": -100.0 - (20.0 + rng.normal(0, 1)) * (arm == "with")})
+    return pd.DataFrame(rows)
+
+
+def test_regularizer_claims_gates(results_root):
+    p = reg.RegularizerParams.resolve(profile="smoke", seeds=[0, 1, 2, 3, 4])
+    t1, t3 = fim_claims.regularizer(_reg_frame(), p)
+    assert t1.gates["acted"].passed and t1.gates["trained"].passed
+    assert not t1.gates["resolvable"].passed and t1.verdict == "inconclusive"  # 400 test images: MDE > 1 point
+    assert "minimum detectable effect" in t1.reason and "McNemar" in t1.ours
+    assert len(t1.values["digits:cnn6"]["mcnemar"]) == 5
+    assert t3.verdict == "held" and "norm 25" in t3.ours  # γ̂ 20 % lower in every seed, well resolved
+    idle = fim_claims.regularizer(_reg_frame(fisher_drop=0.0), p)
+    assert all(c.verdict == "inconclusive" and "R_α" in c.reason for c in idle)  # R_α did not fall
+
+
+def test_scenario_fit_gate_uses_clean_rows(results_root):
+    frame = scenario_frame()
+    frame["n_test"] = 2000
+    frame["clean_train_error"], frame["clean_train_loss"] = 0.0, 1e-3
+    frame["train_error"] = 3.0  # the confusion set is not memorised: does not matter for the fit gate
+    frame["train_loss"] = 1e-3 * (1 + frame["level_index"])
+    p = fim.ConfusionParams.resolve(profile="smoke")
+    claim = fim_claims.scenario(frame, p)
+    assert claim.gates["trained"].passed and "clean training rows" in claim.gates["trained"].detail
+    frame.loc[0, "clean_train_error"] = 2.0
+    assert not fim_claims.scenario(frame, p).gates["trained"].passed

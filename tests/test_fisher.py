@@ -9,9 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatlib.fisher import (FisherRule, fim_metrics, fisher_log_det, fisher_regularizer, per_sample_grads)
+from cases import assert_untouched as assert_unchanged
+from cases import snapshot
+from flatlib.fisher import fim_metrics, fisher_log_det, per_sample_grads
 from flatlib.fisher.metrics import subsets
-from flatlib.rules import StandardRule, StepContext, build_rule
+from flatlib.train.rules import StandardRule, StepContext, build_rule
+from flatlib.train.rules.fisher import FisherRule, fisher_regularizer
 
 DT = torch.float64
 
@@ -36,25 +39,6 @@ def data(model: nn.Module, n: int, seed: int = 1) -> tuple[torch.Tensor, torch.T
     g = torch.Generator().manual_seed(seed)
     shape = (n, 6) if isinstance(model[0], nn.Linear) else (n, 2, 5, 5)
     return torch.randn(shape, generator=g, dtype=DT), torch.randint(0, 4, (n,), generator=g)
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "grad": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "training": [m.training for m in model.modules()],
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert after["requires_grad"] == before["requires_grad"]
-    assert after["training"] == before["training"]
-    for k, v in before["state"].items():
-        assert torch.equal(after["state"][k], v), k
-    for k, v in before["grad"].items():
-        assert (v is None and after["grad"][k] is None) or torch.equal(after["grad"][k], v), k
 
 
 def loop_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=F.cross_entropy) -> torch.Tensor:
@@ -161,12 +145,16 @@ def test_fim_metrics_match_dense_fisher_and_have_no_side_effects():
     for idx in subsets(20, 6, 2, seed=3):
         jt = loop_grads(model, x[idx], y[idx])
         fisher = jt.T @ jt / 6  # dense P×P Fisher of the subset
-        ref["frobenius"].append((fisher**2).sum())
+        ref["frobenius_gram"].append((fisher**2).sum())
+        # App. D: (1/N′) Σ_x ‖g_x g_xᵀ‖²_F, the outer product formed explicitly, one example at a time
+        ref["frobenius"].append(torch.stack([(torch.outer(g, g) ** 2).sum() for g in jt]).mean())
         ref["spectral_radius"].append(torch.linalg.eigvalsh(fisher)[-1])
         ref["fisher_trace"].append(fisher.trace())
         ref["log_det"].append(torch.linalg.slogdet(jt @ jt.T).logabsdet)
-        jx = [torch.autograd.functional.jacobian(lambda xi: eval_model(xi[None])[0], x[i]) for i in idx]
-        ref["robustness"].append(torch.stack([(j**2).sum() for j in jx]).mean())
+        # Sec. 7.1: ‖J_x f_w(x)‖²₂ of the softmax output, largest singular value by a full SVD per example
+        jx = [torch.autograd.functional.jacobian(lambda xi: eval_model(xi[None]).softmax(1)[0], x[i]).reshape(
+            eval_model(x[:1]).shape[1], -1) for i in idx]
+        ref["robustness"].append(torch.stack([torch.linalg.svd(j).S[0] ** 2 for j in jx]).mean())
     for k, v in ref.items():
         assert res[k].value == pytest.approx(float(torch.stack(v).mean()), rel=1e-9), k
 
@@ -360,3 +348,19 @@ def test_rule_hvp_gradient_equals_difference_to_first_order_and_vmap_equals_loop
     torch.testing.assert_close(uh, ul, rtol=1e-10, atol=1e-13)
     for k in sd:  # BN running statistics: updated by pass 1 (or the full-batch pass) only, as in the difference form
         torch.testing.assert_close(sh[k], sd[k], rtol=1e-12, atol=1e-14)
+
+
+def test_robustness_variants_match_naive_loops():
+    """Spectral vs Frobenius norm, softmax vs logits: each against a per-example float64 loop."""
+    from flatlib.fisher.metrics import input_jacobian_sq_norms
+
+    model = cnn().eval()
+    x, _ = data(model, 5)
+    for output, head in (("probs", lambda z: z.softmax(1)), ("logits", lambda z: z)):
+        jx = [torch.autograd.functional.jacobian(lambda xi: head(model(xi[None]))[0], x[i]).reshape(
+            model(x[:1]).shape[1], -1) for i in range(len(x))]
+        spec = input_jacobian_sq_norms(model, x, output=output)
+        frob = input_jacobian_sq_norms(model, x, output=output, norm="frobenius")
+        torch.testing.assert_close(spec, torch.stack([torch.linalg.svd(j).S[0] ** 2 for j in jx]), rtol=1e-9, atol=0)
+        torch.testing.assert_close(frob, torch.stack([(j ** 2).sum() for j in jx]), rtol=1e-9, atol=0)
+        assert bool((spec < frob).all())  # K > 1 non-zero singular values

@@ -13,7 +13,7 @@ from torch import nn
 
 from flatlib.hostsync import HostSyncCounter
 from flatlib.models.base import FeatureClassifier
-from flatlib.rules import StepContext, build_rule
+from flatlib.train.rules import StepContext, build_rule
 
 
 def _model(head: str = "linear") -> FeatureClassifier:

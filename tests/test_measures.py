@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cases import assert_untouched, snapshot
 from flatlib.curvature import exact_hessian
 from flatlib.measures import (MEASURES, MeasureConfig, adaptive_sharpness, classifier_delta_l, fisher_measures,
                               hessian_frobenius_sq, hessian_lambda1, hessian_trace, measure_all, output_margin,
@@ -39,19 +40,6 @@ def tiny_bn_cnn(seed: int = 0) -> nn.Module:
 def data(n: int = 40, shape: tuple[int, ...] = (1, 4), seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {"state": {k: v.clone() for k, v in model.state_dict().items()},
-            "grad": [p.grad for p in model.parameters()], "req": [p.requires_grad for p in model.parameters()],
-            "train": [m.training for m in model.modules()]}
-
-
-def assert_untouched(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert before["state"].keys() == after["state"].keys()
-    assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
-    assert after["grad"] == before["grad"] and after["req"] == before["req"] and after["train"] == before["train"]
 
 
 # ------------------------------------------------------------------------------------------ exact references

@@ -42,7 +42,7 @@ def test_notebook_namespace_rejects_unknown_names():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "flatlib.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "flatlib.pipeline.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("args,match", [

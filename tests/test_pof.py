@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from flatlib.config import TrainConfig
-from flatlib.engine import load_model, train
+from flatlib.train.config import TrainConfig
+from flatlib.train.engine import load_model, train
 from flatlib.models.base import FeatureClassifier
-from flatlib.pof import line_search, minibatch_line_search
-from flatlib.rules import StandardRule, StepContext, build_rule
+from flatlib.measures.classifier import line_search, minibatch_line_search
+from flatlib.train.rules import StandardRule, StepContext, build_rule
 from flatlib.store import Store
 
 
@@ -153,9 +153,11 @@ def test_post_training_leaves_theta0_bit_identical_and_trains_features(results_r
 
 
 def test_classifier_space_measurements_match_the_exact_hessian():
-    """experiments.pof: the classifier-block Hessian and the F5 Rayleigh quotient against curvature.exact_hessian."""
+    """experiments.pof_common / pof_images: the classifier-block Hessian and the F5 Rayleigh quotient against
+    curvature.exact_hessian."""
     from flatlib.curvature import exact_hessian
-    from flatlib.experiments.pof import classifier_hessian, hessian_components
+    from flatlib.experiments.pof_common import classifier_hessian
+    from flatlib.experiments.pof_images import hessian_components
 
     model = _model().float().eval()
     x, y = _batch(3)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from flatlib.pof import minibatch_line_search
+from flatlib.measures.classifier import minibatch_line_search
 
 
 def _two_sweep(clf: nn.Module, criterion, features, y, theta0, init_step=1.0, cap=1e4, grid=16):

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from flatlib.fisher import FisherRule
-from flatlib.rules import StepContext
+from flatlib.train.rules.fisher import FisherRule
+from flatlib.train.rules import StepContext
 
 aten = torch.ops.aten
 _PRODUCTS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,

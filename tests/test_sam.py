@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from flatlib.rules import StandardRule, StepContext, build_rule
-from flatlib.sam import bn_stats_frozen
+from flatlib._torch import bn_stats_frozen
+from flatlib.train.rules import StandardRule, StepContext, build_rule
 
 
 def _model() -> nn.Module:

@@ -20,13 +20,13 @@ def _entries(root: Path) -> dict[str, float]:
 
 def _run_all(root: Path, *extra: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "FLATLIB_RESULTS": str(root), "FLATLIB_QUIET": "1"}
-    return subprocess.Popen([sys.executable, "-m", "flatlib.cli", "run-all", "--profile", "smoke", "--only", ONLY,
+    return subprocess.Popen([sys.executable, "-m", "flatlib.pipeline.cli", "run-all", "--profile", "smoke", "--only", ONLY,
                              "--no-notebooks", *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **popen)
 
 
 def test_run_all_killed_and_rerun_completes_without_recomputing(results_root):
-    from flatlib.scheduler import plans
+    from flatlib.pipeline.scheduler import plans
 
     expected = {c.key() for c in plans("smoke", ONLY)[ONLY]}
     proc = _run_all(results_root, "--jobs", "2", start_new_session=True)
@@ -47,7 +47,7 @@ def test_run_all_killed_and_rerun_completes_without_recomputing(results_root):
 
 
 def test_status_and_slurm_executor_with_local_submitit(results_root, monkeypatch):
-    from flatlib.scheduler import plans
+    from flatlib.pipeline.scheduler import plans
 
     monkeypatch.setenv("FLATLIB_SUBMITIT_CLUSTER", "local")
     expected = {c.key() for c in plans("smoke", ONLY)[ONLY]}
@@ -55,7 +55,7 @@ def test_status_and_slurm_executor_with_local_submitit(results_root, monkeypatch
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert set(_entries(results_root)) == expected
-    status = subprocess.run([sys.executable, "-m", "flatlib.cli", "status", "--profile", "smoke"], text=True,
+    status = subprocess.run([sys.executable, "-m", "flatlib.pipeline.cli", "status", "--profile", "smoke"], text=True,
                             capture_output=True, env={**os.environ, "FLATLIB_RESULTS": str(results_root)})
     row = next(line for line in status.stdout.splitlines() if line.startswith(ONLY))
     assert row.split()[1:] == [str(len(expected)), "0", "0", "0"]
@@ -65,8 +65,8 @@ def test_failed_run_is_reported_and_others_continue(results_root, monkeypatch, c
     """A diverging run is reported with its config and log path; the other run still finishes; exit code 1."""
     import argparse
 
-    from flatlib import scheduler
-    from flatlib.config import TrainConfig
+    from flatlib.pipeline import scheduler
+    from flatlib.train.config import TrainConfig
 
     good = TrainConfig(dataset="toy", model="mlp5", model_kwargs={"width": 8}, epochs=1, progress=False)
     bad = good.replace(lr=1e8, epochs=20)
@@ -82,7 +82,7 @@ def test_failed_run_is_reported_and_others_continue(results_root, monkeypatch, c
 
 
 def test_parallel_workers_share_the_cpu_cores(monkeypatch):
-    from flatlib.scheduler import worker_env
+    from flatlib.pipeline.scheduler import worker_env
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
@@ -93,3 +93,34 @@ def test_parallel_workers_share_the_cpu_cores(monkeypatch):
     assert worker_env(None, workers=32)["OMP_NUM_THREADS"] == "1" and "CUDA_VISIBLE_DEVICES" not in worker_env(None, 1)
     monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's own setting wins
     assert worker_env(None, workers=4)["OMP_NUM_THREADS"] == "7"
+
+
+def test_runs_take_the_next_free_gpu():
+    """Runs of unequal length on fake GPU slots: a GPU never holds two runs, so none idles while another is doubled."""
+    import threading
+
+    from flatlib.pipeline.scheduler import map_on_slots
+
+    lock = threading.Lock()
+    busy: dict[str, int] = {"0": 0, "1": 0, "2": 0}
+    events: list[tuple[str, dict[str, int]]] = []
+    durations = [0.3, 0.02, 0.02, 0.25, 0.02, 0.02, 0.02, 0.15, 0.02, 0.02, 0.02, 0.02]
+
+    def run(seconds: float, gpu: str) -> str:
+        with lock:
+            busy[gpu] += 1
+            events.append((gpu, dict(busy)))
+        time.sleep(seconds)
+        with lock:
+            busy[gpu] -= 1
+        return gpu
+
+    used = list(map_on_slots(run, durations, ["0", "1", "2"]))
+    assert len(used) == len(durations) and set(used) == {"0", "1", "2"}
+    for gpu, snapshot in events:
+        assert snapshot[gpu] == 1, f"GPU {gpu} got a second run while {snapshot} were busy"
+    # with --jobs above the GPU count a GPU is shared by as many runs as it has slots, never more
+    busy.update({"0": 0, "1": 0})
+    events.clear()
+    list(map_on_slots(run, durations, ["0", "1", "0", "1"]))
+    assert max(snapshot[gpu] for gpu, snapshot in events) == 2

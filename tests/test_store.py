@@ -73,3 +73,21 @@ def test_concurrent_writers_compute_once(tmp_path):
 def test_unknown_profile():
     with pytest.raises(ValueError, match="unknown profile 'fast'; choose from: smoke, default, paper"):
         Store("fast")
+
+
+def test_git_commit_is_read_once_per_process(monkeypatch):
+    import subprocess
+
+    from flatlib import store as store_module
+
+    calls = []
+    real = subprocess.run
+
+    def counting(cmd, *args, **kwargs):
+        calls.append(cmd)
+        return real(cmd, *args, **kwargs)
+
+    store_module.git_commit.cache_clear()
+    monkeypatch.setattr(store_module.subprocess, "run", counting)
+    first = [store_module.provenance()["commit"] for _ in range(3)]
+    assert len([c for c in calls if c[:2] == ["git", "rev-parse"]]) == 1 and len(set(first)) == 1

@@ -63,8 +63,8 @@ def test_measure_run_reports_a_singular_gram_as_minus_inf_without_a_warning(resu
     measurement must not also print the warning (a from-scratch book build fails on cell stderr)."""
     import warnings
 
-    from flatlib.config import TrainConfig
-    from flatlib.engine import train
+    from flatlib.train.config import TrainConfig
+    from flatlib.train.engine import train
     from flatlib.experiments import study
     from flatlib.measures import MeasureConfig
     from flatlib.store import Store

@@ -8,18 +8,24 @@ import numpy as np
 import pandas as pd
 
 from flatlib.claims.pof import BENCH_TOLERANCE
-from flatlib.claims.rules import Detectable, Fit, Moved, PairedDirection
-from flatlib.claims.stats import mde_error_difference, mde_paired
+from flatlib.claims.rules import Detectable, Fell, Fit, Moved, PairedDirection
+from flatlib.claims.stats import mcnemar, mde_error_difference, mde_paired
 from flatlib.claims.verdict import Claim, Claims, Gate, judge, not_applicable, not_run
-from flatlib.experiments.fim import METRIC_SHORT, METRICS, is_gpu, level_summary, rank_table
+from flatlib.experiments.fim_regularizer import is_gpu
+from flatlib.experiments.fim_scenarios import METRIC_SHORT, METRICS, correct_vector, level_summary, rank_table
 from flatlib.reference import paper_numbers
 
 # --- thresholds, fixed before any outcome (each with its reason) --------------------------------
 # the paper's premise: "all remain close-to-zero training losses"; train error ≤ 1 %
-SCENARIO_FIT = Fit(99.0, why="the paper compares minima of close-to-zero training loss")
+SCENARIO_FIT = Fit(99.0, what="train accuracy on the clean training rows",
+                   why="the paper compares minima of close-to-zero training loss; for S1 the rows without the "
+                       "confusion set")
 SCENARIO_MOVED = Moved(1e-2, "the mean training loss (last vs first configuration)")
 REG_FIT = Fit(95.0)
-REG_MOVED = Moved(1e-2, "the training loss (with vs without the regularizer)")
+# the issue's "did the regularizer act?": R_α of the final weights falls against the unregularized arm, and γ̂
+# moves; the same 1 % relative floor as every other acted gate
+REG_FELL = Fell(1e-2, "R_α of the final weights on the training set (with vs without)")
+GAMMA_MOVED = Moved(1e-2, "γ̂ (with vs without)")
 ERR = Detectable("points")
 ALPHA = 0.05
 
@@ -49,7 +55,8 @@ def scenario(frame: pd.DataFrame, p: Any) -> Claim:
     ours = dict(zip(table["metric"], table["tracks (ours)"]))
     verdict = scenario_verdict(table, target)
     summ = level_summary(frame)
-    trained = SCENARIO_FIT.gate({str(lv): list(100 - g["train_error"]) for lv, g in frame.groupby("level", sort=False)})
+    fit_col = "clean_train_error" if "clean_train_error" in frame else "train_error"
+    trained = SCENARIO_FIT.gate({str(lv): list(100 - g[fit_col]) for lv, g in frame.groupby("level", sort=False)})
     first, last = summ.iloc[0], summ.iloc[-1]
     acted = SCENARIO_MOVED.gate([(last["train_loss_mean"] - first["train_loss_mean"]) / first["train_loss_mean"]])
     n_test = int(frame["n_test"].min())
@@ -61,11 +68,14 @@ def scenario(frame: pd.DataFrame, p: Any) -> Claim:
                                      f"({'≥' if spread >= mde else '<'} the minimum detectable difference {mde:.2f} "
                                      f"points, {n_test} test points)")
     err = ", ".join(f"{r.level}: {r.test_error_mean:.2f}" for r in summ.itertuples())
+    fit = ", ".join(f"{r.level}: {getattr(r, fit_col + '_mean'):.2f} % / {getattr(r, 'clean_train_loss_mean', r.train_loss_mean):.2g}"
+                    for r in summ.itertuples())
     taus = "; ".join(f"{METRIC_SHORT[r['metric']]} τ = {r['Kendall τ (all models)']:+.2f} (p = {r['p-value']:.2g})"
                      for _, r in table.iterrows() if r["metric"] in METRICS)
     tracking = [METRIC_SHORT[m] for m in METRICS if ours.get(m)]
     claim = judge(target, verdict, gates={"trained": trained, "acted": acted, "resolvable": resolvable},
-                  ours=f"{len(frame)} models; test error % by {p.LEVEL}: {err}; Kendall τ vs test error: {taus}",
+                  ours=f"{len(frame)} models; test error % by {p.LEVEL}: {err}; clean train error / loss: {fit}; "
+                       f"Kendall τ vs test error: {taus}",
                   headline="tracks: " + (", ".join(tracking) or "none"),
                   rule=f"{SCENARIO_RULE}. Gates: {SCENARIO_FIT.text()}; {SCENARIO_MOVED.text()}; the test error must "
                        "vary across configurations by at least the minimum detectable difference",
@@ -80,14 +90,20 @@ def _pairs(frame: pd.DataFrame, col: str) -> dict[tuple[str, str], pd.DataFrame]
 
 
 def regularizer(frame: pd.DataFrame, p: Any) -> Claims:
-    """FIM-T1 (test error lower with the regularizer) and FIM-T3 (γ̂ lower), paired by seed per (dataset, model)."""
+    """FIM-T1 (test error lower with the regularizer) and FIM-T3 (γ̂ lower), paired by seed per (dataset, model);
+    T1 adds McNemar's exact test per seed on the shared test set."""
     out = Claims()
     t1, t3 = paper_numbers("FIM-T1"), paper_numbers("FIM-T3")
     fit = REG_FIT.gate({f"{d} {m} {r}": list(100 - g["train_error"])
                         for (d, m, r), g in frame.groupby(["dataset", "model", "regularizer"], sort=False)})
-    loss = _pairs(frame, "train_loss")
-    moved = REG_MOVED.gate(np.concatenate([((g["with"] - g["without"]) / g["without"]).to_numpy() for g in loss.values()]))
+    reg = _pairs(frame, "fisher_reg")
+    fell = REG_FELL.gate(np.concatenate([((g["with"] - g["without"]) / g["without"]).to_numpy() for g in reg.values()]))
+    gam = _pairs(frame, "log_det")
+    moved = GAMMA_MOVED.gate(np.concatenate([((g["with"] - g["without"]) / g["without"].abs()).to_numpy()
+                                             for g in gam.values()]))
+    acted = Gate(fell.passed and moved.passed, f"{fell.detail}; {moved.detail}")
     n_test = int(frame["n_test"].min())
+    betas = ", ".join(f"{d} {m}: β = {g['beta'].dropna().iloc[0]:g}" for (d, m), g in frame.groupby(["dataset", "model"], sort=False))
     for target, col, unit in (("FIM-T1", "test_error", "points"), ("FIM-T3", "log_det", "(γ̂)")):
         rule = PairedDirection("test error" if target == "FIM-T1" else "γ̂", "the regularizer", "none", -1)
         verdicts, parts, gates_ok, details, values = [], [], [], [], {}
@@ -100,28 +116,39 @@ def regularizer(frame: pd.DataFrame, p: Any) -> Claims:
                 key = f"cifar10:{m}" if f"cifar10:{m}:with" in t1 else "cifar10:resnet20"
                 effect = t1[f"{key}:without"] - t1[f"{key}:with"]
                 mde = 100 * mde_error_difference(float(g.to_numpy().mean()) / 100, n_test, sd / 100, len(g))
+                sub = frame[(frame["dataset"] == d) & (frame["model"] == m)]
+                tests = []
+                for seed, s_rows in sub.groupby("seed"):
+                    arms = {r["regularizer"]: correct_vector({"test_correct": r["test_correct"]}) for _, r in s_rows.iterrows()}
+                    if {"with", "without"} <= set(arms):
+                        tests.append((seed, mcnemar(arms["with"], arms["without"])))
+                values[f"{d}:{m}"]["mcnemar"] = [{"seed": int(sd_), "only_with": mc.only_a, "only_without": mc.only_b,
+                                                  "p": mc.pvalue} for sd_, mc in tests]
+                mc_txt = ", ".join(f"seed {sd_}: {mc.only_a} vs {mc.only_b} images right only with / only without, "
+                                   f"p = {mc.pvalue:.2g}" for sd_, mc in tests)
                 parts.append(f"{d} {m}: {g['without'].mean():.2f} → {g['with'].mean():.2f} %, with − without "
-                             + t.describe("{:+.2f}"))
+                             + t.describe("{:+.2f}") + f"; McNemar per seed: {mc_txt}")
             else:
                 key = m if f"{m}:with" in t3 else "resnet20"
                 rel = (t3[f"{key}:without"] - t3[f"{key}:with"]) / abs(t3[f"{key}:without"])
                 effect = rel * abs(float(g["without"].mean()))
                 mde = mde_paired(sd, len(g))
                 change = (g["with"].mean() - g["without"].mean()) / abs(g["without"].mean())
-                parts.append(f"{d} {m}: γ̂ {g['without'].mean():.1f} → {g['with'].mean():.1f} ({change:+.1%}; the "
+                parts.append(f"{d} {m}: γ̂ (logits rescaled to norm {p.logit_norm:g} as in the official code, "
+                             f"½ ln det) {g['without'].mean():.1f} → {g['with'].mean():.1f} ({change:+.1%}; the "
                              f"paper's {-rel:+.1%} for {key}), with − without " + t.describe("{:+.3g}"))
             gates_ok.append(np.isfinite(mde) and mde <= effect)
             details.append(f"{d} {m}: minimum detectable effect {mde:.3g} {unit} {'≤' if gates_ok[-1] else '>'} the "
-                           f"paper's {effect:.3g} ({key})")
+                           f"paper's {effect:.3g} ({key}; {len(g)} seed pairs, {n_test} test points)")
         verdict = ("held" if all(v == "held" for v in verdicts) else
                    "did not hold" if all(v == "did not hold" for v in verdicts) else "partly held")
-        claim = judge(target, verdict, gates={"trained": fit, "acted": moved,
+        claim = judge(target, verdict, gates={"trained": fit, "acted": acted,
                                               "resolvable": Gate(all(gates_ok), "; ".join(details))},
-                      ours=f"{len(p.seeds)} seeds, {n_test} test points: " + "; ".join(parts)
-                           + "; no per-image predictions are stored, so McNemar's test is not applied",
+                      ours=f"{len(p.seeds)} seeds, {n_test} test points, {betas} (validation hold-out of "
+                           f"{p.validation} images), regularizer from the first lr drop: " + "; ".join(parts),
                       headline=", ".join(verdicts) + " per pair",
                       rule=f"per (dataset, model): {rule.text()}; held if held for every pair, did not hold if for none. "
-                           f"Gates: {REG_FIT.text()}; {REG_MOVED.text()}; {ERR.text()}",
+                           f"Gates: {REG_FIT.text()}; {REG_FELL.text()} and {GAMMA_MOVED.text()}; {ERR.text()}",
                       values=values)
         claim.record(p.profile)
         out.append(claim)

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from flatlib.claims.stats import ALPHA, PairedTest, paired
+from flatlib.claims.stats import ALPHA, McNemar, PairedTest, mcnemar, paired
 from flatlib.claims.verdict import Gate
 
 
@@ -187,3 +187,56 @@ def combine(*verdicts: str) -> str:
     if all(v == "did not hold" for v in verdicts):
         return "did not hold"
     return "partly held"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fell:
+    """An "acted" gate with a direction: the treatment lowered ``what`` by a relative amount ≥ ``floor``
+    in every seed (relative change = (treatment − control) / control ≤ −floor)."""
+
+    floor: float
+    what: str
+
+    def text(self) -> str:
+        return f"the treatment lowers {self.what} by ≥ {self.floor:.0e} (relative) in every seed"
+
+    def gate(self, relative_changes: Sequence[float]) -> Gate:
+        ch = np.asarray(relative_changes, dtype=float)
+        ok = bool(len(ch) and np.all(ch <= -self.floor))
+        shown = ", ".join(f"{c:+.1e}" for c in ch)
+        return Gate(ok, f"relative change of {self.what} per seed {shown} ({'all' if ok else 'not all'} ≤ "
+                        f"−{self.floor:.0e})")
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class NoFurtherGain:
+    """"A further treatment gives no further gain" on shared test points (McNemar's exact test, pooled over seeds).
+
+    did not hold: the treatment is right on significantly more of the discordant points (p < ``alpha``);
+    partly held: significantly fewer (a worsening, reported as such); held: neither.
+    """
+
+    treatment: str
+    control: str
+    alpha: float = ALPHA
+
+    def text(self) -> str:
+        return (f"no further gain from {self.treatment} over {self.control}: held unless McNemar's exact test on the "
+                f"test points of all seeds pooled finds {self.treatment} better with p < {self.alpha:g} (did not hold); "
+                f"a significant worsening (p < {self.alpha:g} the other way) is partly held and reported as a worsening")
+
+    def decide(self, only_treatment: int, only_control: int) -> tuple[str, McNemar]:
+        m = mcnemar_counts(only_treatment, only_control)
+        if m.pvalue < self.alpha and only_treatment > only_control:
+            return "did not hold", m
+        if m.pvalue < self.alpha and only_control > only_treatment:
+            return "partly held", m
+        return "held", m
+
+
+def mcnemar_counts(only_a: int, only_b: int) -> McNemar:
+    """McNemar's exact test from the discordant counts alone (A right and B wrong; the converse)."""
+    a = np.r_[np.ones(only_a, bool), np.zeros(only_b, bool)]
+    return mcnemar(a, ~a)

@@ -80,6 +80,15 @@ def status_frame(root: Path | str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def first_reason(gates: dict, limit: int = 160) -> str:
+    """The first failed gate as "name: detail", shortened for the compact row (the details section has all)."""
+    for name, g in gates.items():
+        if not g["passed"]:
+            text = f"{name}: {g['detail']}"
+            return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+    return ""
+
+
 def tally(frame: pd.DataFrame) -> pd.DataFrame:
     """Targets per chapter and verdict (the most paper-like record of each)."""
     t = pd.crosstab(frame["chapter"], frame["verdict"]).reindex(columns=list(VERDICTS), fill_value=0)
@@ -106,7 +115,7 @@ def status_html(frame: pd.DataFrame, page_prefix: str = "../notebooks/") -> str:
         per_profile = [(c[len("verdict: "):], v) for c, v in r.items() if c.startswith("verdict: ")]
         verdicts = "<br>".join(f"{badge(v)} <small>{_e(r['scales'].get(p, p))}</small>" for p, v in per_profile) \
             or badge(r["verdict"])
-        reason = _e(r["reason"]) if r["verdict"] == "inconclusive" else ""
+        reason = _e(first_reason(r["gates"])) if r["verdict"] == "inconclusive" else ""
         paper = _e(r["paper's value"])
         rows.append(f'<tr><td><a href="{link}">{_e(r["ID"])}</a></td><td>{_e(claim)}</td><td>{verdicts}</td>'
                     f"<td>{_e(r['ours'])}</td><td>{paper}</td><td>{reason}</td></tr>")

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flatlib._checks import finite_floats
 from flatlib.curvature.lanczos import lanczos_tridiagonal
 from flatlib.curvature.operator import LinearOperator, as_operator
-from flatlib.curvature.progress import progress_bar
+from flatlib.progress import progress_bar
 from flatlib.curvature.trace import random_vectors
 
 
@@ -49,6 +50,7 @@ class SpectralDensity:
         return log_density / math.log(10) if log else log_density.exp()
 
 
+@finite_floats
 def slq(A: Tensor | LinearOperator, num_vectors: int = 1, num_iters: int = 100, *, seed: int = 0,
         progress: bool = False) -> SpectralDensity:
     """Stochastic Lanczos quadrature with ``num_vectors`` Rademacher starts of ``num_iters`` steps each.

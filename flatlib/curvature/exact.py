@@ -22,8 +22,8 @@ def exact_hessian(model: nn.Module, data: Data, *, loss_fn: LossFn | None = None
     theta = loss.theta_flat()
     total, count = torch.zeros(loss.dim, loss.dim, dtype=dtype, device=loss.device), 0
     with loss.modes():
-        for x, y in iterate_batches(data, batch_size):
-            x, y = loss.batch(x, y)
+        for i, (x, y) in enumerate(iterate_batches(data, batch_size)):
+            x, y = loss.batch(x, y, i)
             H_b = torch.autograd.functional.hessian(lambda t: loss(unflatten(t, loss.theta), x, y), theta)
             total += y.shape[0] * H_b
             count += y.shape[0]

@@ -5,7 +5,7 @@ the model's parameters and buffers once, and evaluates ``L(θ) = Σ_b (n_b/N) �
 :func:`torch.func.functional_call`, so the user's module is never written to: its
 parameters, ``.grad``, ``requires_grad`` and BN running statistics stay bit-identical.
 Module mode flags (``training``, BN ``track_running_stats``) are switched only inside
-:func:`eval_mode` and always restored.
+:func:`eval_mode` (``flatlib._torch.bn_mode``) and always restored.
 """
 from __future__ import annotations
 
@@ -17,32 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from flatlib._torch import ParamSpec, check_batch_size, check_bn_mode, model_dtype, select_parameters
+from flatlib._torch import bn_mode as _bn_mode
+
 Data = Iterable[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
-ParamSpec = None | str | Sequence[str]
-
-
-def select_parameters(model: nn.Module, params: ParamSpec = None) -> list[str]:
-    """Names of the parameters spanning the curvature space, in ``named_parameters`` order.
-
-    ``None``/``"all"``: every trainable parameter; a submodule name such as ``"classifier"``
-    or ``"features.3"``: that block's trainable parameters; a list: exactly those names.
-    """
-    named = dict(model.named_parameters())
-    if params is None or params == "all":
-        names = [n for n, p in named.items() if p.requires_grad]
-    elif isinstance(params, str):
-        module = model.get_submodule(params)
-        owned = {id(p) for p in module.parameters()}
-        names = [n for n, p in named.items() if id(p) in owned and p.requires_grad]
-    else:
-        names = list(params)
-        missing = [n for n in names if n not in named]
-        if missing:
-            raise KeyError(f"unknown parameter names: {missing}")
-    if not names:
-        raise ValueError(f"parameter selection {params!r} is empty")
-    return names
 
 
 def flatten(tensors: dict[str, Tensor] | Sequence[Tensor]) -> Tensor:
@@ -78,28 +57,13 @@ def iterate_batches(data: Data, batch_size: int | None = None) -> Iterator[tuple
         yield from data
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
-    """Temporarily put every module in eval mode, BatchNorm per ``bn_mode``; restore on exit.
+def eval_mode(model: nn.Module, bn_mode: str = "eval") -> contextlib.AbstractContextManager:
+    """Every module in eval mode, BatchNorm per ``bn_mode`` (``flatlib._torch.BN_MODES``); restored on exit.
 
-    ``bn_mode="train"``: BN normalises with batch statistics (``training=True``) but with
-    ``track_running_stats=False`` so no running statistic is read or updated.
-    ``bn_mode="eval"``: BN uses its running statistics. Dropout is always off.
+    Any train mode evaluates BN with batch statistics and never touches a running statistic
+    (``"train-frozen-stats"``): the estimators only read the model.
     """
-    if bn_mode not in ("eval", "train"):
-        raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
-    saved = [(m, m.training, getattr(m, "track_running_stats", None)) for m in model.modules()]
-    try:
-        for m in model.modules():
-            m.training = False
-            if bn_mode == "train" and isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.training, m.track_running_stats = True, False
-        yield
-    finally:
-        for m, training, track in saved:
-            m.training = training
-            if track is not None:
-                m.track_running_stats = track
+    return _bn_mode(model, "eval" if check_bn_mode(bn_mode) == "eval" else "train-frozen-stats")
 
 
 class FunctionalLoss:
@@ -109,18 +73,20 @@ class FunctionalLoss:
         model: the network; only read.
         loss_fn: ``loss_fn(logits, y)`` with mean reduction (default cross-entropy).
         params: which parameters form ``θ`` (see :func:`select_parameters`).
-        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics).
-        dtype: floating dtype of the computation; parameters, buffers and inputs are cast copies.
+        bn_mode: ``"eval"`` (running statistics) or ``"train"``/``"train-frozen-stats"`` (batch statistics);
+            checked here, so an unknown mode fails at construction.
+        dtype: floating dtype of the computation (default: the model's); parameters, buffers and
+            inputs are cast copies.
         device: where to compute (default: the model's device).
     """
 
     def __init__(self, model: nn.Module, *, loss_fn: LossFn | None = None, params: ParamSpec = None,
-                 bn_mode: str = "eval", dtype: torch.dtype = torch.float32,
+                 bn_mode: str = "eval", dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None):
         self.model = model
         self.loss_fn = loss_fn if loss_fn is not None else F.cross_entropy
-        self.bn_mode = bn_mode
-        self.dtype = dtype
+        self.bn_mode = check_bn_mode(bn_mode)
+        self.dtype = dtype if dtype is not None else model_dtype(model)
         first = next(model.parameters(), None)
         self.device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
@@ -140,8 +106,12 @@ class FunctionalLoss:
         """The chosen parameters as one vector (a copy)."""
         return flatten(self.theta).clone()
 
-    def batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Move a batch to the compute device and cast floating inputs/targets to the dtype."""
+    def batch(self, x: Tensor, y: Tensor, index: int | None = None) -> tuple[Tensor, Tensor]:
+        """Move a batch to the compute device and cast floating inputs/targets to the dtype.
+
+        In a train BN mode a one-example batch fails here with a one-line message naming batch ``index``.
+        """
+        check_batch_size(self.model, self.bn_mode, x.shape[0], "batch" if index is None else f"batch {index}")
         return self._cast(x), self._cast(y)
 
     def __call__(self, theta: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
@@ -158,8 +128,8 @@ class FunctionalLoss:
         """``Σ_b (n_b/N) ℓ_b(θ)``, the mean loss over the whole dataset."""
         total, count = 0.0, 0
         with self.modes():
-            for x, y in iterate_batches(data, batch_size):
-                x, y = self.batch(x, y)
+            for i, (x, y) in enumerate(iterate_batches(data, batch_size)):
+                x, y = self.batch(x, y, i)
                 total += float(self(theta, x, y)) * y.shape[0]
                 count += y.shape[0]
         return total / count

@@ -16,9 +16,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
+from flatlib._checks import finite_floats
 from flatlib.curvature.functional import Data, FunctionalLoss, LossFn, ParamSpec, iterate_batches, unflatten
 from flatlib.curvature.operator import LinearOperator
-from flatlib.curvature.progress import progress_bar
+from flatlib.progress import progress_bar
 from flatlib.torch_compat import load_jvp_decompositions_quietly
 
 load_jvp_decompositions_quietly()
@@ -37,7 +38,9 @@ class HessianOperator(LinearOperator):
         data: re-iterable of ``(x, y)`` batches, or a tensor pair ``(X, Y)`` (split by ``batch_size``).
         loss_fn: ``loss_fn(logits, y)`` with mean reduction; default cross-entropy.
         params: ``None``/``"all"``, a submodule name (``"classifier"``, ``"features.3"``) or a list of names.
-        bn_mode: ``"eval"``: BN with running statistics; ``"train"``: with batch statistics.
+        bn_mode: ``"eval"``: BN with running statistics; ``"train"`` (or ``"train-frozen-stats"``): with
+            batch statistics, running statistics untouched. An unknown mode fails here, at construction.
+        dtype: of the products (default: the model's parameters' dtype).
         method: ``"double-backward"`` (default: measured faster on CPU, and one gradient graph per
             batch serves every column of a matmat), ``"forward-over-reverse"`` (same result, one
             ``jvp`` per column) or ``"forward-over-reverse-vmap"`` (same result, all columns of a
@@ -51,15 +54,16 @@ class HessianOperator(LinearOperator):
         torch.Size([26])
     """
 
+    @finite_floats
     def __init__(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None,
-                 params: ParamSpec = None, bn_mode: str = "eval", dtype: torch.dtype = torch.float32,
+                 params: ParamSpec = None, bn_mode: str = "eval", dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None, batch_size: int | None = None,
                  weight_decay: float = 0.0, method: str = "double-backward", progress: bool = False):
         if method not in HVP_METHODS:
             raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}")
         self.loss = FunctionalLoss(model, loss_fn=loss_fn, params=params, bn_mode=bn_mode,
                                    dtype=dtype, device=device)
-        super().__init__(self.loss.dim, dtype, self.loss.device)
+        super().__init__(self.loss.dim, self.loss.dtype, self.loss.device)
         self.data, self.batch_size = data, batch_size
         self.weight_decay, self.method, self.progress = float(weight_decay), method, progress
         self.num_samples: int | None = None
@@ -76,8 +80,9 @@ class HessianOperator(LinearOperator):
         batch_hvp = {"forward-over-reverse": self._batch_hvp_fwd, "double-backward": self._batch_hvp_bwd,
                      "forward-over-reverse-vmap": self._batch_hvp_vmap}[self.method]
         with self.loss.modes():
-            for x, y in progress_bar(iterate_batches(self.data, self.batch_size), self.progress, "HVP batches"):
-                x, y = self.loss.batch(x, y)
+            batches = progress_bar(iterate_batches(self.data, self.batch_size), self.progress, "HVP batches")
+            for i, (x, y) in enumerate(batches):
+                x, y = self.loss.batch(x, y, i)
                 out += y.shape[0] * batch_hvp(x, y, V)
                 count += y.shape[0]
         self.num_samples = count

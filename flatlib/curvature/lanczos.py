@@ -16,8 +16,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from flatlib._checks import finite_floats
 from flatlib.curvature.operator import LinearOperator, as_operator
-from flatlib.curvature.progress import progress_bar
+from flatlib.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class LanczosResult:
     converged: bool
 
 
+@finite_floats
 def lanczos(A: Tensor | LinearOperator, k: int = 1, *, num_iters: int = 100, tol: float = 1e-4, seed: int = 0,
             which: str = "largest", progress: bool = False, stop: str = "residual") -> LanczosResult:
     """The ``k`` largest (or smallest) eigenpairs of a symmetric operator by Lanczos.
@@ -135,6 +137,7 @@ class PowerIterationResult(NamedTuple):
     num_matvecs: int
 
 
+@finite_floats
 def power_iteration(A: Tensor | LinearOperator, *, num_iters: int = 100, tol: float = 1e-3,
                     seed: int = 0) -> PowerIterationResult:
     """Dominant (largest-magnitude) eigenpair by power iteration, as in PyHessian (Yao et al. 2020).

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from flatlib._checks import finite_floats
 from flatlib.curvature.functional import Data, FunctionalLoss, LossFn, ParamSpec, select_parameters, unflatten
 
 
@@ -39,9 +40,10 @@ def filter_normalized_direction(model: nn.Module, *, seed: int = 0, params: Para
     return torch.cat([p.reshape(-1) for p in parts])
 
 
+@finite_floats
 def landscape_1d(model: nn.Module, data: Data | Mapping[str, Data], direction: Tensor, alphas: Iterable[float], *,
                  loss_fn: LossFn | None = None, params: ParamSpec = None, bn_mode: str = "eval",
-                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  batch_size: int | None = None) -> pd.DataFrame:
     """Dataset loss at ``θ + α d`` for each ``α``: columns ``alpha, loss, split``.
 
@@ -52,9 +54,10 @@ def landscape_1d(model: nn.Module, data: Data | Mapping[str, Data], direction: T
     return pd.DataFrame([{"alpha": c[0], "loss": loss, "split": split} for c, loss, split in rows])
 
 
+@finite_floats
 def landscape_2d(model: nn.Module, data: Data | Mapping[str, Data], d1: Tensor, d2: Tensor,
                  alphas: Iterable[float], betas: Iterable[float], *, loss_fn: LossFn | None = None,
-                 params: ParamSpec = None, bn_mode: str = "eval", dtype: torch.dtype = torch.float32,
+                 params: ParamSpec = None, bn_mode: str = "eval", dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None, batch_size: int | None = None) -> pd.DataFrame:
     """Dataset loss at ``θ + α d₁ + β d₂`` on the grid ``alphas × betas``: columns ``alpha, beta, loss, split``."""
     grid = [(a, b) for a in alphas for b in betas]
@@ -70,7 +73,7 @@ def _evaluate(model: nn.Module, data: Data | Mapping[str, Data], directions: Seq
     loss = FunctionalLoss(model, loss_fn=loss_fn, params=params, bn_mode=bn_mode, dtype=dtype, device=device)
     splits = dict(data) if isinstance(data, Mapping) else {"train": data}
     theta = loss.theta_flat()
-    dirs = [d.to(dtype=dtype, device=loss.device) for d in directions]
+    dirs = [d.to(dtype=loss.dtype, device=loss.device) for d in directions]
     for d in dirs:
         if d.shape != theta.shape:
             raise ValueError(f"direction has shape {tuple(d.shape)}, parameters have {tuple(theta.shape)}")

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from flatlib.curvature.operator import LinearOperator, as_operator
-from flatlib.curvature.progress import progress_bar
+from flatlib.progress import progress_bar
 from flatlib.estimate import Estimate
 
 

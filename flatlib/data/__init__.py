@@ -9,9 +9,9 @@ from .registry import DATASETS, load_dataset
 from .confusion import confusion_dataset, holdout, subset
 # Mini-batches on the device, with the FIM Scenario II augmentations.
 from .augment import AUGMENTATIONS, augment_batch
-from .loader import BatchLoader
+from .loader import BatchLoader, split_tensors
 
 __all__ = [
     "ArrayDataset", "load_dataset", "DATASETS", "EMBEDDED", "PAPER_DATASETS", "MissingDataError",
-    "BatchLoader", "augment_batch", "AUGMENTATIONS", "confusion_dataset", "holdout", "subset",
+    "BatchLoader", "split_tensors", "augment_batch", "AUGMENTATIONS", "confusion_dataset", "holdout", "subset",
 ]

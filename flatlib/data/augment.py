@@ -5,13 +5,23 @@ Scenario II of the Fisher-determinant paper (Jia & Su, ICML 2020) varies the aug
 zero pixels on each side, crop a random window of the original size, then flip). Cutout
 (DeVries & Taylor, 2017) zeroes a ``size x size`` square at a uniformly random centre, clipped at
 the border. Every operation is a tensor op over the whole batch, in the spirit of airbench.
+
+Label-preserving analogues for digit images (``rot-only``, ``1-shift-rot``, ``4-shift-rot``): a
+mirrored digit is another glyph (or none), so the flip is replaced by a random rotation of at most
+``ROTATION_DEG`` degrees, the range conventionally used for handwritten digits; and the crop's
+integer shift of up to k pixels of a 32-pixel CIFAR image becomes a shift of up to the same
+*fraction* k/32 of the image side (continuous, bilinear, zero fill), so on 8x8 digits ``4-shift``
+moves by at most 1 pixel where ``4-crop`` would move by half the image.
 """
 from __future__ import annotations
 
 import torch
 
-AUGMENTATIONS = ("no-aug", "flip-only", "1-crop-f", "4-crop-f")
+AUGMENTATIONS = ("no-aug", "flip-only", "1-crop-f", "4-crop-f", "rot-only", "1-shift-rot", "4-shift-rot")
 _CROP_PAD = {"no-aug": 0, "flip-only": 0, "1-crop-f": 1, "4-crop-f": 4}
+_SHIFT_ROT = {"rot-only": 0, "1-shift-rot": 1, "4-shift-rot": 4}  # shift in 32nds of the image side
+ROTATION_DEG = 15.0
+"""Largest rotation (degrees) of the digit schemes, the flip's label-preserving substitute."""
 
 
 def augment_batch(x: torch.Tensor, scheme: str, *, cutout: int = 0,
@@ -25,6 +35,9 @@ def augment_batch(x: torch.Tensor, scheme: str, *, cutout: int = 0,
         raise ValueError(f"unknown augmentation {scheme!r}; choose from: {', '.join(AUGMENTATIONS)}")
     if x.ndim != 4:
         raise ValueError(f"augmentation needs images (B, C, H, W), got shape {tuple(x.shape)}")
+    if scheme in _SHIFT_ROT:
+        x = random_shift_rotate(x, _SHIFT_ROT[scheme] / 32, ROTATION_DEG, generator)
+        return random_cutout(x, cutout, generator) if cutout > 0 else x
     pad = _CROP_PAD[scheme]
     if pad > 0:
         x = random_crop(x, pad, generator)
@@ -64,3 +77,18 @@ def random_cutout(x: torch.Tensor, size: int, generator: torch.Generator | None 
     dx = torch.arange(w, device=x.device) - (centre_x[:, None] - size // 2)
     inside = ((dy >= 0) & (dy < size))[:, :, None] & ((dx >= 0) & (dx < size))[:, None, :]
     return x.masked_fill(inside[:, None], 0)
+
+
+def random_shift_rotate(x: torch.Tensor, shift: float, degrees: float,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate each image by a uniform angle in ±``degrees`` about its centre, then shift it by a
+    uniform offset in ±``shift`` × its side along each axis (bilinear resampling, zero fill)."""
+    b = len(x)
+    u = torch.rand(3, b, generator=generator, device=x.device) * 2 - 1
+    angle = u[0] * (degrees * torch.pi / 180)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # affine_grid works in [-1, 1] coordinates: a shift of s × side is 2 s there
+    theta = torch.stack([torch.stack([cos, -sin, 2 * shift * u[1]], 1),
+                         torch.stack([sin, cos, 2 * shift * u[2]], 1)], 1).to(x.dtype)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

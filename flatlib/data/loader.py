@@ -85,3 +85,21 @@ class BatchLoader:
         if self._mean is not None:
             x = (x - self._mean) / self._std
         return x
+
+
+def split_tensors(ds, split: str, *, n: int | None = None, drop_last: int = 0,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole split of an ``ArrayDataset`` as two tensors, preprocessed exactly as the loaders do
+    (scaled, normalised, never augmented): the data measurements are taken on.
+
+    ``drop_last`` removes that many examples from the end first (FIM's confusion set, which
+    ``confusion_dataset`` appends to the training set); ``n`` then keeps the first ``n``.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"invalid split={split!r}; choose from: train, test")
+    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
+    end = len(y) - drop_last
+    if n is not None:
+        end = min(end, n)
+    x, y = x[:end], y[:end]
+    return next(iter(BatchLoader(x, y, max(len(y), 1), shuffle=False, mean=ds.mean, std=ds.std, device=device)))

@@ -5,7 +5,7 @@ import dataclasses
 
 import pandas as pd
 
-from flatlib.config import TrainConfig
+from flatlib.train.config import TrainConfig
 from flatlib.data import EMBEDDED
 from flatlib.experiments.common import curves, summaries, train_all
 from flatlib.params import Params, bounded, notebook

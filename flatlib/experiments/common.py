@@ -6,8 +6,8 @@ from typing import Iterable
 import pandas as pd
 from tqdm.auto import tqdm
 
-from flatlib.config import TrainConfig
-from flatlib.engine import TrainResult, quiet, train
+from flatlib.train.config import TrainConfig
+from flatlib.train.engine import TrainResult, quiet, train
 from flatlib.store import Store
 
 SEED_COLUMN = "seed"

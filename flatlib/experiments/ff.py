@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from flatlib.config import TrainConfig
-from flatlib.optim import lr_at
+from flatlib.train.config import TrainConfig
+from flatlib.train.optim import lr_at
 from flatlib.curvature import HessianOperator, frobenius_norm_sq, hutchinson_trace, lanczos, slq
-from flatlib.engine import dataset_for, load_model, loader, weight_norm
+from flatlib.train.engine import dataset_for, load_model, loader, weight_norm
 from flatlib.experiments.common import curves, summaries, train_all
 from flatlib.params import ParameterError, Params, bounded, choices, notebook
 from flatlib.reference import paper_numbers

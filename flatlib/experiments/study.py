@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 from scipy.stats import kendalltau
 
-from flatlib.config import NOT_HASHED, TrainConfig
-from flatlib.engine import dataset_for, load_model, loader, train
+from flatlib.train.config import NOT_HASHED, TrainConfig
+from flatlib.train.engine import dataset_for, load_model, loader, train
 from flatlib.experiments.common import train_all
 from flatlib.fisher.metrics import SingularGramWarning
 from flatlib.measures import MEASURES, MeasureConfig, measure_all, rescale_layers, scale_before_batchnorm
@@ -190,21 +190,31 @@ def config_columns(cfg: TrainConfig) -> dict[str, Any]:
     return out
 
 
-def run_population(p: PopulationParams) -> pd.DataFrame:
-    """Train (or reuse) the population and measure every model: one row per model."""
+def population_runs(p: PopulationParams) -> pd.DataFrame:
+    """Train (or reuse) the population: one row per model with its config columns and train/test errors.
+
+    Measuring comes after the "trained" gate (``flatlib.claims.study.trained``), so models that never
+    trained are neither measured nor ranked."""
     store = Store(p.profile)
     configs = population_configs(p, store)
     results = train_all(configs, store, desc="population")
-    mcfg = p.measure_config()
     rows = []
     for cfg, res in zip(configs, results):
         s = res.summary
         rows.append({"key": cfg.key(), **config_columns(cfg), "parent_rule": cfg.parent.rule if cfg.parent else None,
                      "train_error": s["train_error"], "test_error": s["test_error"], "gap": s["gap"],
                      "source": "grid" if cfg.dataset == p.grid_dataset and cfg.n_train == p.grid_n_train
-                     and cfg.model == "mlp" else "stored",
-                     **measure_run(cfg, store, mcfg, p.n_measure, p.precision)})
+                     and cfg.model == "mlp" else "stored"})
     return pd.DataFrame(rows)
+
+
+def measure_population(runs: pd.DataFrame, p: PopulationParams) -> pd.DataFrame:
+    """Every measure of every model in ``runs`` (rows of ``population_runs``), cached per model."""
+    store = Store(p.profile)
+    by_key = {c.key(): c for c in population_configs(p, store)}
+    mcfg = p.measure_config()
+    measured = [measure_run(by_key[k], store, mcfg, p.n_measure, p.precision) for k in runs["key"]]
+    return pd.concat([runs.reset_index(drop=True), pd.DataFrame(measured)], axis=1)
 
 
 def varying_fields(frame: pd.DataFrame) -> list[str]:
@@ -336,62 +346,6 @@ def population_summary(frame: pd.DataFrame) -> pd.DataFrame:
                                         gap_min=("gap", "min"), gap_max=("gap", "max")).reset_index()
 
 
-# ------------------------------------------------------------------------------------------ the papers' claims
-def _cell(corr: pd.DataFrame, measure: str, field: str, target: str = "test_error") -> pd.DataFrame:
-    """The rows of ``measure`` for every intervention that changes ``field`` (alone or jointly)."""
-    changes = corr["intervention"].map(lambda s: field in s.split("+"))
-    return corr[(corr["measure"] == measure) & changes & (corr["target"] == target)]
-
-
-def paper_claims(frame: pd.DataFrame, corr: pd.DataFrame) -> pd.DataFrame:
-    """The three papers' claims checked against the population (raw τ with test error, per dataset).
-
-    FF: under weight decay, and under a change of optimizer (SGD vs Adam, FF Figs. 6-7), the Hessian
-    measures rank the models the wrong way (τ < 0 with test error).
-    FIM: γ̂ tracks test error (τ > 0) under the confusion set, augmentation and batch size.
-    PoF: a PoF run has a smaller classifier λ1 and a lower test error than the run it started from.
-    A verdict needs the interval to exclude 0; "not enough models" where the population lacks the intervention.
-    """
-    rows = []
-
-    def add(paper: str, claim: str, measure: str, field: str, want: int) -> None:
-        c = _cell(corr, measure, field)
-        if c.empty:
-            rows.append({"paper": paper, "claim": claim, "dataset": "—", "evidence": "—", "verdict": "not enough models"})
-        for r in c.itertuples():
-            ok = r.lo > 0 if want > 0 else r.hi < 0
-            bad = r.hi < 0 if want > 0 else r.lo > 0
-            rows.append({"paper": paper, "claim": claim + (f" [{r.intervention}]" if r.intervention != field else ""),
-                         "dataset": r.dataset,
-                         "evidence": f"τ = {r.tau:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] over {r.groups:.0f} groups",
-                         "verdict": "held" if ok else "did not hold" if bad else "inconclusive"})
-
-    for field in ("weight_decay", "optimizer"):
-        for m in ("lambda1", "trace", "frobenius"):
-            add("FF", f"{MEASURES[m][0]} ranks {field} the wrong way", m, field, -1)
-    for scenario, field in (("S1", "confusion"), ("S2", "augment"), ("S3", "batch_size")):
-        add("FIM", f"γ̂ tracks test error under {field} ({scenario})", "log_det", field, +1)
-    rows.extend(pof_pairs_claim(frame))
-    return pd.DataFrame(rows, columns=["paper", "claim", "dataset", "evidence", "verdict"])
-
-
-def pof_pairs_claim(frame: pd.DataFrame) -> list[dict[str, str]]:
-    """PoF runs against the run they were post-trained from (its final weights): does PoF lower the
-    classifier-space λ1 and the test error? Held if both fall for every pair."""
-    claim = "PoF lowers the classifier-space Hessian (λ1) and the test error"
-    by_key = frame.set_index("key")
-    pairs = [(r, by_key.loc[r["parent"]]) for _, r in frame.iterrows()
-             if r.get("rule") == "pof" and r.get("parent") in by_key.index]
-    if not pairs:
-        return [{"paper": "PoF", "claim": claim, "dataset": "—", "evidence": "—", "verdict": "not enough models"}]
-    lam = sum(float(a["clf_lambda1"] < b["clf_lambda1"]) for a, b in pairs)
-    err = sum(float(a["test_error"] < b["test_error"]) for a, b in pairs)
-    n = len(pairs)
-    verdict = "held" if lam == err == n else "did not hold" if lam == err == 0 else "partly held"
-    return [{"paper": "PoF", "claim": claim, "dataset": ", ".join(sorted({a["dataset"] for a, _ in pairs})),
-             "evidence": f"λ1 lower in {lam:.0f}/{n} pairs, test error lower in {err:.0f}/{n}", "verdict": verdict}]
-
-
 def conclusion(frame: pd.DataFrame, corr: pd.DataFrame, claims: pd.DataFrame, p: PopulationParams):
     """The plain-language verdict of the chapter, written from the numbers (Markdown)."""
     from IPython.display import Markdown
@@ -495,7 +449,7 @@ def invariance_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table.reindex([MEASURES[m][0] for m in MEASURES])
 
 
-def invariance_verdict(frame: pd.DataFrame, p: InvarianceParams):
+def invariance_findings(frame: pd.DataFrame, p: InvarianceParams):
     """Which measures are invariant under every function-preserving reparameterisation tried (Markdown)."""
     from IPython.display import Markdown
 

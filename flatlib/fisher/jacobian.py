@@ -14,45 +14,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
-BNMode = Literal["eval", "train-chunks"]
+from flatlib._torch import ParamSpec, bn_mode, check_batch_size, check_bn_mode, select_parameters
+
+BNMode = Literal["eval", "train", "train-frozen-stats", "train-chunks"]
+BN_MODES = ("eval", "train", "train-frozen-stats", "train-chunks")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 BN_CHUNK = 10
 """Examples per BatchNorm batch in ``bn_mode="train-chunks"`` (official InfoMCR code: 10 chunks of 10)."""
 
 
-def select_params(model: nn.Module, params: Sequence[nn.Parameter | str] | None = None) -> list[str]:
-    """Names of the parameters to differentiate: given objects or names, default all trainable ones."""
-    named = dict(model.named_parameters())
-    if params is None:
-        return [n for n, p in named.items() if p.requires_grad]
-    by_id = {id(p): n for n, p in named.items()}
-    names = [p if isinstance(p, str) else by_id.get(id(p)) for p in params]
-    unknown = [p for p, n in zip(params, names) if n is None or n not in named]
-    if unknown:
-        raise ValueError(f"{len(unknown)} of the given parameters do not belong to the model")
-    return names
+def fisher_bn_mode(mode: str) -> str:
+    """The BN mode for the Fisher metrics: ``"eval"`` or a train mode (``"train"``, ``"train-frozen-stats"``
+    or ``"train-chunks"``, the name stored results use), all train modes computed on chunks of ``BN_CHUNK``."""
+    check_bn_mode(mode, BN_MODES)
+    return mode
 
 
 @contextlib.contextmanager
-def bn_mode_context(model: nn.Module, bn_mode: BNMode) -> Iterator[None]:
-    """Temporarily put the model in eval mode; with ``"train-chunks"`` BatchNorm layers (only) in train mode.
-
-    Every module's ``training`` flag is restored on exit, whatever it was before.
-    """
-    if bn_mode not in ("eval", "train-chunks"):
-        raise ValueError(f"bn_mode must be 'eval' or 'train-chunks', got {bn_mode!r}")
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        if bn_mode == "train-chunks":
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.train()
+def bn_mode_context(model: nn.Module, mode: str) -> Iterator[None]:
+    """``flatlib._torch.bn_mode`` with the Fisher vocabulary: ``"train-chunks"`` is ``"train"``."""
+    with bn_mode(model, "train" if mode == "train-chunks" else mode):
         yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def detached_state(model: nn.Module, names: Sequence[str], dtype: torch.dtype | None
@@ -83,7 +66,7 @@ def default_chunk_size(n: int, num_params: int) -> int:
 
 
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                     params: Sequence[nn.Parameter | str] | None = None, bn_mode: BNMode = "eval",
+                     params: ParamSpec = None, bn_mode: BNMode = "eval",
                      loss_fn: LossFn | None = None, chunk_size: int | None = None,
                      dtype: torch.dtype | None = None) -> torch.Tensor:
     """Per-example gradients J (N, P) of ℓ(f_w(x_i), y_i) w.r.t. the chosen parameters, flattened in order.
@@ -94,12 +77,15 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
     ``bn_mode="eval"`` (default): BatchNorm uses running statistics, so rows are independent and
     each is computed alone (vmap over examples, ``chunk_size`` examples per call).
-    ``bn_mode="train-chunks"`` (official InfoMCR evaluation): BatchNorm in train mode on
+    ``params``: as ``flatlib._torch.select_parameters`` (``None``, a submodule name such as ``"classifier"``,
+    or a list of names or parameters).
+    ``bn_mode="train"`` (alias ``"train-chunks"``, the official InfoMCR evaluation): BatchNorm in train mode on
     consecutive chunks of ``BN_CHUNK`` = 10 examples; row i is ∂ℓ_i/∂w where ℓ_i is example i's
     loss in the forward pass of its chunk, i.e. with the chunk's batch statistics (the Jacobian
     of the chunk's per-example loss vector, ``jacrev``). Running statistics are never updated.
     """
-    names = select_params(model, params)
+    fisher_bn_mode(bn_mode)
+    names = select_parameters(model, params)
     loss_fn = loss_fn or F.cross_entropy
     if dtype is not None:
         x = x.to(dtype) if x.is_floating_point() else x
@@ -121,6 +107,9 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             rows = [flat(grad_fn(w, x[i:i + step], y[i:i + step]), len(x[i:i + step]))
                     for i in range(0, len(x), step)]
         else:
+            for i in range(0, len(x), BN_CHUNK):
+                check_batch_size(model, bn_mode, len(x[i:i + BN_CHUNK]), f"BatchNorm chunk {i // BN_CHUNK} (example {i})")
+
             def chunk_losses(p: dict[str, torch.Tensor], r: dict[str, torch.Tensor], xc: torch.Tensor,
                              yc: torch.Tensor) -> torch.Tensor:  # buffers passed in: BN updates them in place
                 return per_example_losses(loss_fn, functional_call(model, {**p, **r}, (xc,)), yc)

@@ -8,11 +8,16 @@ matrix G_t = J_t J_tᵀ (N′×N′):
   InfoMCR code reports Σ log σ_i(J_t) = ½ ln|G_t| instead: ``convention="official"``.
 - Fisher on the subset (FIM Eq. 2, 5): F_t = (1/N′) J_tᵀJ_t, which equals the Hessian at a local
   minimum (FIM Eq. 1), so
-  Frobenius ‖∇²L‖²_F ≈ ‖F_t‖²_F = ‖G_t‖²_F / N′²   (JᵀJ and JJᵀ share their non-zero eigenvalues),
-  spectral radius ρ(∇²L) ≈ λmax(F_t) = λmax(G_t) / N′,
+  spectral radius ρ(∇²L) ≈ λmax(F_t) = λmax(G_t) / N′ = ‖J_w[L̃(S_t, w)]‖²₂ / N′ (App. D, up to the
+  constant 1/N′ the paper drops),
   trace tr(F_t) = tr(G_t) / N′ = ‖J_t‖²_F / N′.
-- robustness (Sokolić et al. 2017, FIM Sec. 7.1): mean over the subset of ‖J_x f_w(x)‖²_F, the
-  input-Jacobian of the network output.
+- Frobenius (ICLR draft, App. D): ‖∇²L‖²_F ≈ (1/N′) Σ_{x∈S_t} ‖g_x g_xᵀ‖²_F = (1/N′) Σ_x ‖g_x‖⁴, with
+  g_x = ∇_w ℓ(f_w(x), ỹ) the rows of J_t (``"frobenius"``, the paper's metric). The Gram variant
+  ‖F_t‖²_F = ‖G_t‖²_F / N′² = Σσ⁴/N′² adds the cross terms (g_i·g_j)² of the subset
+  (``"frobenius_gram"``, kept for comparison; it is not the paper's quantity).
+- robustness (Sokolić et al. 2017; FIM Sec. 7.1): (1/N) Σ_x ‖J_x[f_w(x)]‖²₂, the squared *spectral*
+  norm of the input Jacobian of the network's softmax output f_w(x) (the paper's f_w ends in a
+  softmax, FIM Sec. 3), averaged over the same subsets.
 
 As in the paper, labels are hard (ỹ = argmax of soft targets, FIM Sec. 3.1 / 5.3). Every metric
 is averaged over the same T subsets and returned as an ``Estimate`` (mean ± standard error).
@@ -27,14 +32,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from flatlib._checks import finite_floats
 from flatlib.estimate import Estimate
-from flatlib.fisher.jacobian import BN_CHUNK, BNMode, bn_mode_context, detached_state, per_sample_grads
+from flatlib.fisher.jacobian import BN_CHUNK, BNMode, bn_mode_context, detached_state, fisher_bn_mode, per_sample_grads
 
 Convention = Literal["paper", "official"]
 Sampling = Literal["random", "sequential"]
 Output = Literal["logits", "probs"]
+Norm = Literal["spectral", "frobenius"]
 
-WEIGHT_METRICS = ("log_det", "frobenius", "spectral_radius", "fisher_trace")
+WEIGHT_METRICS = ("log_det", "frobenius", "spectral_radius", "fisher_trace", "frobenius_gram")
 
 
 def subsets(n: int, n_prime: int, num_subsets: int, seed: int = 0, sampling: Sampling = "random") -> list[torch.Tensor]:
@@ -106,31 +113,35 @@ def log_det_from_singular_values(s: torch.Tensor, label: str = "") -> float:
 
 
 def subset_metrics(j: torch.Tensor, label: str = "", convention: Convention = "paper") -> dict[str, float]:
-    """The four weight-space metrics of one subset from the singular values σ of J (N′×P).
+    """The weight-space metrics of one subset from J (N′×P) and its singular values σ.
 
-    With G = J Jᵀ (eigenvalues σ²) and F = JᵀJ/N′: ln|G| = 2Σ ln σ, ‖F‖²_F = Σσ⁴/N′²,
-    λmax(F) = σmax²/N′, tr F = Σσ²/N′ (see module docstring).
+    With G = J Jᵀ (eigenvalues σ²) and F = JᵀJ/N′: γ̂ term ln|G| = 2Σ ln σ (FIM Eq. 5-6),
+    λmax(F) = σmax²/N′, tr F = Σσ²/N′; Frobenius (App. D) (1/N′) Σ_x ‖g_x‖⁴ over the rows g_x of J;
+    its Gram variant ‖F‖²_F = Σσ⁴/N′² (see module docstring). All in float64.
     """
     if convention not in ("paper", "official"):
         raise ValueError(f"convention must be 'paper' or 'official', got {convention!r}")
     n = j.shape[0]
     s = singular_values(j)
     log_det = log_det_from_singular_values(s, label)
+    row_sq = torch.stack([j[i].double().pow(2).sum() for i in range(n)])  # ‖g_x‖², without a float64 copy of J
     return {
         "log_det": log_det if convention == "paper" else 0.5 * log_det,
-        "frobenius": float((s**4).sum()) / n**2,
+        "frobenius": float(row_sq.pow(2).mean()),
         "spectral_radius": float(s[0] ** 2) / n,
         "fisher_trace": float((s**2).sum()) / n,
+        "frobenius_gram": float((s**4).sum()) / n**2,
     }
 
 
-def input_jacobian_sq_norms(model: nn.Module, x: torch.Tensor, *, bn_mode: BNMode = "eval",
-                            output: Output = "logits", chunk_size: int = 32) -> torch.Tensor:
-    """‖J_x f_w(x_i)‖²_F for each example: ``vmap`` over examples of ``jacrev`` w.r.t. the input.
+def input_jacobians(model: nn.Module, x: torch.Tensor, *, bn_mode: BNMode = "eval", output: Output = "probs",
+                    chunk_size: int = 32) -> torch.Tensor:
+    """J_x f_w(x_i) for each example, shape (N, K, D) with D the flattened input size: ``vmap`` over
+    examples of ``jacrev`` w.r.t. the input.
 
-    ``output="logits"`` differentiates the logits, ``"probs"`` the softmax output (the paper's f_w
-    is the probability vector, FIM Sec. 3.1). With ``bn_mode="train-chunks"`` the batch statistics
-    of each 10-example chunk are used and only the diagonal blocks ∂f(x_i)/∂x_i are kept.
+    ``output="probs"`` differentiates the softmax output (the paper's f_w, FIM Sec. 3), ``"logits"``
+    the logits. With ``bn_mode="train-chunks"`` the batch statistics of each 10-example chunk are
+    used and only the diagonal blocks ∂f(x_i)/∂x_i are kept.
     """
     def head(z: torch.Tensor) -> torch.Tensor:
         return z.softmax(dim=-1) if output == "probs" else z
@@ -143,7 +154,7 @@ def input_jacobian_sq_norms(model: nn.Module, x: torch.Tensor, *, bn_mode: BNMod
                 return head(functional_call(model, state, (xi.unsqueeze(0),)))[0]
 
             jac = vmap(jacrev(f_one))
-            out = [jac(x[i:i + chunk_size]).flatten(1).pow(2).sum(1) for i in range(0, len(x), chunk_size)]
+            out = [jac(x[i:i + chunk_size]).flatten(2) for i in range(0, len(x), chunk_size)]
         else:
             def f_chunk(xc: torch.Tensor, st: dict[str, torch.Tensor]) -> torch.Tensor:
                 return head(functional_call(model, st, (xc,)))  # state passed in: BN updates its buffers
@@ -153,21 +164,38 @@ def input_jacobian_sq_norms(model: nn.Module, x: torch.Tensor, *, bn_mode: BNMod
                 xc = x[i:i + BN_CHUNK]
                 j = jacrev(f_chunk)(xc, state)  # (n, K, n, *input_shape)
                 idx = torch.arange(len(xc))
-                out.append(j[idx, :, idx].flatten(1).pow(2).sum(1))
+                out.append(j[idx, :, idx].flatten(2))
     return torch.cat(out)
 
 
+def input_jacobian_sq_norms(model: nn.Module, x: torch.Tensor, *, bn_mode: BNMode = "eval",
+                            output: Output = "probs", norm: Norm = "spectral", chunk_size: int = 32) -> torch.Tensor:
+    """‖J_x f_w(x_i)‖² for each example (float64): the squared spectral norm (largest singular value
+    of the K×D Jacobian; FIM Sec. 7.1's ‖·‖₂) or, with ``norm="frobenius"``, the squared Frobenius
+    norm. ``output``, ``bn_mode``: as ``input_jacobians``."""
+    if norm not in ("spectral", "frobenius"):
+        raise ValueError(f"norm must be 'spectral' or 'frobenius', got {norm!r}")
+    j = input_jacobians(model, x, bn_mode=bn_mode, output=output, chunk_size=chunk_size).double()
+    if norm == "frobenius":
+        return j.pow(2).sum((1, 2))
+    return torch.linalg.matrix_norm(j, ord=2).pow(2)
+
+
+@finite_floats
 def fim_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_prime: int = 100,
                 num_subsets: int = 100, seed: int = 0, logit_norm: float | None = None,
                 bn_mode: BNMode = "eval", chunk_size: int | None = None, convention: Convention = "paper",
-                sampling: Sampling = "random", robustness_output: Output = "logits",
+                sampling: Sampling = "random", robustness_output: Output = "probs",
                 metrics: tuple[str, ...] = (*WEIGHT_METRICS, "robustness")) -> dict[str, Estimate]:
-    """γ̂ (``"log_det"``), ``"frobenius"``, ``"spectral_radius"``, ``"fisher_trace"`` and
-    ``"robustness"`` over the same T subsets of N′ examples, in one pass (one J_t per subset).
+    """γ̂ (``"log_det"``), ``"frobenius"`` (App. D), ``"spectral_radius"``, ``"fisher_trace"``,
+    ``"frobenius_gram"`` and ``"robustness"`` over the same T subsets of N′ examples, in one pass
+    (one J_t per subset); definitions in the module docstring.
 
     ``logit_norm`` (e.g. 25.0, FIM Table 3) applies to the weight-space metrics; robustness uses
-    the raw network output. Returns ``{name: Estimate}`` for the requested ``metrics``.
+    the network's own output, the softmax (``robustness_output="probs"``, FIM Sec. 7.1) unless
+    ``"logits"`` is asked for. Returns ``{name: Estimate}`` for the requested ``metrics``.
     """
+    fisher_bn_mode(bn_mode)
     unknown = set(metrics) - {*WEIGHT_METRICS, "robustness"}
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}")
@@ -189,6 +217,7 @@ def fim_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_prime: 
     return {m: Estimate.from_samples(s) for m, s in samples.items()}
 
 
+@finite_floats
 def fisher_log_det(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_prime: int = 100,
                    num_subsets: int = 100, seed: int = 0, logit_norm: float | None = None,
                    bn_mode: BNMode = "eval", chunk_size: int | None = None, convention: Convention = "paper",
@@ -206,7 +235,7 @@ def fisher_log_det(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_prim
 
 
 def fisher_frobenius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> Estimate:
-    """‖∇²L‖²_F ≈ (1/T) Σ_t ‖J_t J_tᵀ‖²_F / N′² (FIM Sec. 7.1, App. D); keywords as ``fim_metrics``."""
+    """‖∇²L‖²_F ≈ (1/T) Σ_t (1/N′) Σ_{x∈S_t} ‖g_x‖⁴ (ICLR draft App. D); keywords as ``fim_metrics``."""
     return fim_metrics(model, x, y, metrics=("frobenius",), **kwargs)["frobenius"]
 
 
@@ -221,5 +250,6 @@ def fisher_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -
 
 
 def robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> Estimate:
-    """(1/N′) Σ_{x∈S_t} ‖J_x f_w(x)‖²_F averaged over the subsets (FIM Sec. 7.1); keywords as ``fim_metrics``."""
+    """(1/N′) Σ_{x∈S_t} ‖J_x f_w(x)‖²₂ (squared spectral norm, softmax output) averaged over the subsets
+    (FIM Sec. 7.1); keywords as ``fim_metrics``."""
     return fim_metrics(model, x, y, metrics=("robustness",), **kwargs)["robustness"]

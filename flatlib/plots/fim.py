@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from flatlib.experiments.fim import METRIC_LABELS, METRICS
+from flatlib.experiments.fim_scenarios import METRIC_LABELS, METRICS
 from flatlib.plots import figure
 
 

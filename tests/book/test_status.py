@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
-from flatlib.sphinxext import STATUS_DOC, read_status_last, status_always_outdated, unique_scripts
+from flatlib.pipeline.sphinxext import STATUS_DOC, read_status_last, status_always_outdated, unique_scripts
 from flatlib.claims import GATE_NAMES, Gate, judge
 from flatlib.claims.status import status_frame, status_html
 from flatlib.reference import targets
