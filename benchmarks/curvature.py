@@ -300,6 +300,10 @@ def main() -> None:
                "rel_stderr_max": max(rel), "reached": max(rel) <= target,
                "rel_error_vs_reference": err(statistics.median(h.value for h in hpp)),
                "method": f"Hutch++ with {args.hutchpp_matvecs} products, forward-over-reverse-vmap; timed whole"}
+    if not hpp_row["reached"]:  # not at equal accuracy: no ratio to PyHessian's time-to-target
+        hpp_row.update(baseline=None, ratio=None,
+                       note=f"did not reach {target:.0%} rel. stderr with {args.hutchpp_matvecs} products "
+                            f"(worst {max(rel):.2%}): time of that run, not a time to target")
     emit(ph_row, fl_row, hpp_row)
     print(f"    trace: flatlib {mean_f:.5g} needs {n_need_f} probes; pyhessian {mean_p:.5g} needs {n_need_p}; "
           f"hutch++ rel stderr ≤ {max(rel):.3%} at {args.hutchpp_matvecs} products"
