@@ -8,8 +8,12 @@ same optimizer (SGD, Nesterov momentum 0.9, weight decay 5e-4), on the same devi
 registered as the dataset ``synthetic_cifar`` (``flatlib.data`` keeps its datasets in a name →
 loader table) and a ``TrainConfig`` trains on them; the time is the engine's own per-epoch
 ``seconds`` record (shuffle, on-device augmentation, forward, backward, optimizer step; no
-evaluation), taken from the last epochs so that compilation and cuDNN autotuning in the first
-epoch are not counted. Variants on CUDA: ``engine-fp32`` (no autocast, NCHW, eager), ``engine``
+evaluation; the engine reads the losses on the host once every 50 steps and at the epoch's end,
+then synchronises and reads its clock), for ``--repeats`` (≥ 3) epochs of ≥ 50 steps after a first,
+untimed epoch that holds compilation, CUDA-graph capture and cuDNN autotuning. The rows give the
+median over those epochs and ``min``/``max``. Variants are not interleaved: each is one engine
+run with its own compilation, and compiling every variant ``repeats`` times would not fit a GPU
+session; the per-epoch spread is stored instead. Variants on CUDA: ``engine-fp32`` (no autocast, NCHW, eager), ``engine``
 (bf16 autocast, channels_last, eager), ``engine-compile`` (plus ``torch.compile``),
 ``engine-cudagraphs`` (``compile="reduce-overhead"``: compiled and replayed as CUDA graphs; what
 the engine's default ``compile="auto"`` picks for plain SGD on one GPU). A
@@ -20,7 +24,7 @@ On the CPU the engine ignores ``amp`` and ``channels_last``, so only ``engine`` 
 augmentation): a ``Dataset`` of PIL images, torchvision transforms (``RandomCrop(32, padding=4)``,
 ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``) plus a DeVries-Taylor cutout on the tensor,
 a ``DataLoader`` with worker processes, float32 eager, the default (foreach) SGD and a
-``loss.item()`` per step. Its time is the wall time of one whole epoch after a warm-up epoch.
+``loss.item()`` per step. Its time is the wall time of each of ``--repeats`` epochs after a warm-up epoch.
 
 Ratios are to ``reference`` on the same device: images/s above 1 and s/epoch below 1 mean the
 engine is faster. ``--quick`` (CPU-sized) uses a few batches and narrower versions of the
@@ -50,7 +54,7 @@ EPOCH_IMAGES = 50_000  # one CIFAR-10 training epoch
 CUTOUT = 16
 MODELS = ("wrn28_10", "resnet20", "vgg16bn", "allcnnc")
 # --quick: narrower networks of the same depth, so that four of them run in a minute or two on 2 cores
-QUICK_WIDTH = {"wrn28_10": 0.5, "resnet20": 0.5, "vgg16bn": 0.125, "allcnnc": 0.125}
+QUICK_WIDTH = {"wrn28_10": 0.25, "resnet20": 0.5, "vgg16bn": 0.125, "allcnnc": 0.125}
 SGD = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
@@ -69,14 +73,14 @@ def register_synthetic() -> None:
 
 # -- flatlib's engine ------------------------------------------------------------------------
 def engine_seconds(model: str, model_kwargs: dict, n_train: int, batch_size: int, epochs: int,
-                   device: torch.device, *, amp: bool, channels_last: bool, compile: bool) -> float:
-    """Median per-epoch training seconds of ``flatlib.train.engine.train`` over epochs 2..``epochs``."""
+                   device: torch.device, *, amp: bool, channels_last: bool, compile: bool) -> list[float]:
+    """Per-epoch training seconds of ``flatlib.train.engine.train`` for epochs 2..``epochs`` (the first is warm-up)."""
     cfg = TrainConfig(dataset="synthetic_cifar", dataset_kwargs={"n_train": n_train, "n_test": 64},
                       model=model, model_kwargs=model_kwargs, augment="4-crop-f", cutout=CUTOUT,
                       batch_size=batch_size, epochs=epochs, optimizer="sgd", device=str(device),
                       amp=amp, channels_last=channels_last, compile=compile, progress=False, **SGD)
     records = train(cfg).records
-    return statistics.median(r["seconds"] for r in records[1:])
+    return [r["seconds"] for r in records[1:]]
 
 
 # -- the plain reference loop ------------------------------------------------------------------
@@ -111,8 +115,8 @@ class Cutout:
 
 
 def reference_seconds(model_name: str, model_kwargs: dict, ds: ArrayDataset, batch_size: int,
-                      workers: int, device: torch.device) -> float:
-    """Wall time of one epoch of the typical user's loop, after one warm-up epoch."""
+                      workers: int, device: torch.device, repeats: int) -> list[float]:
+    """Wall time of each of ``repeats`` epochs of the typical user's loop, after one warm-up epoch."""
     import torchvision.transforms as T
 
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
@@ -136,24 +140,32 @@ def reference_seconds(model_name: str, model_kwargs: dict, ds: ArrayDataset, bat
 
     model.train()
     epoch()
-    t0 = time.perf_counter()
-    epoch()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        epoch()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - t0)
+    return seconds
 
 
 # ----------------------------------------------------------------------------------------------
-def rows_for(label: str, seconds: dict[str, float], n_train: int) -> list[dict]:
-    """images/s and s per 50k epoch of every candidate, with ratios to the reference loop."""
+def rows_for(label: str, seconds: dict[str, list[float]], n_train: int) -> list[dict]:
+    """images/s and s per 50k epoch of every candidate (median over timed epochs, min/max the spread),
+    with ratios to the reference loop."""
     rows = []
-    ref_rate = n_train / seconds["reference"]
+    ref = statistics.median(seconds["reference"])
     for cand, s in seconds.items():
-        rate = n_train / s
-        rows.append(result(f"{label}/{cand}", "images_per_s", rate, "img/s",
-                           baseline=f"{label}/reference", baseline_value=ref_rate))
-        rows.append(result(f"{label}/{cand}", "seconds_per_epoch", EPOCH_IMAGES / rate, "s",
-                           baseline=f"{label}/reference", baseline_value=EPOCH_IMAGES / ref_rate))
+        med = statistics.median(s)
+        rate = n_train / med
+        rows.append({**result(f"{label}/{cand}", "images_per_s", rate, "img/s", baseline=f"{label}/reference",
+                              baseline_value=n_train / ref),
+                     "min": n_train / max(s), "max": n_train / min(s), "repeats": len(s)})
+        rows.append({**result(f"{label}/{cand}", "seconds_per_epoch", EPOCH_IMAGES * med / n_train, "s",
+                              baseline=f"{label}/reference", baseline_value=EPOCH_IMAGES * ref / n_train),
+                     "min": EPOCH_IMAGES * min(s) / n_train, "max": EPOCH_IMAGES * max(s) / n_train,
+                     "repeats": len(s)})
     return rows
 
 
@@ -162,26 +174,32 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CPU-sized: narrow networks, a few batches")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--batch-size", type=int, default=None, help="default 256 (32 with --quick)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 256 (16 with --quick)")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="engine variants to time (CUDA: engine-fp32 engine engine-compile engine-cudagraphs)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant (after one warm-up epoch)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per timed epoch (default 80; quick 50)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader workers of the reference loop")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    batch = args.batch_size or (32 if args.quick else 256)
-    n_train = 3 * batch if args.quick else 80 * batch  # images per timed epoch
-    epochs = 2 if args.quick else 3                  # the engine's first epoch is warm-up
+    batch = args.batch_size or (16 if args.quick else 256)
+    n_train = (args.steps or (50 if args.quick else 80)) * batch  # ≥ 50 steps per timed epoch
+    epochs = 1 + args.repeats                        # the engine's first epoch is warm-up (compile, autotune)
     variants = {"engine": FAST_PATH["bf16"]}
     if cuda:
         variants = {"engine-fp32": FAST_PATH["fp32"], **variants, "engine-compile": FAST_PATH["compile"],
                     "engine-cudagraphs": FAST_PATH["cudagraphs"]}
+    if args.variants:
+        variants = {k: v for k, v in variants.items() if k in args.variants}
     register_synthetic()
     ds = synthetic_cifar(n_train=n_train, n_test=64)
     rows, failures = [], {}
     for name in args.models:
         kwargs = {"width": QUICK_WIDTH[name]} if args.quick else {}
         label = name + "".join(f"[{k}={v}]" for k, v in kwargs.items())
-        seconds = {"reference": reference_seconds(name, kwargs, ds, batch, args.workers, device)}
+        seconds = {"reference": reference_seconds(name, kwargs, ds, batch, args.workers, device, args.repeats)}
         for cand, flags in variants.items():
             try:
                 seconds[cand] = engine_seconds(name, kwargs, n_train, batch, epochs, device, **flags)
@@ -191,12 +209,17 @@ def main() -> None:
             if cuda:
                 torch.cuda.empty_cache()
         for cand, s in seconds.items():
-            print(f"{label:24s} {cand:15s} {n_train / s:10.0f} img/s  {EPOCH_IMAGES * s / n_train:9.1f} s/50k-epoch",
-                  flush=True)
+            med = statistics.median(s)
+            print(f"{label:24s} {cand:17s} {n_train / med:10.0f} img/s [{n_train / max(s):.0f}–{n_train / min(s):.0f}]"
+                  f"  {EPOCH_IMAGES * med / n_train:9.1f} s/50k-epoch", flush=True)
         rows += rows_for(label, seconds, n_train)
         # rewritten after every network, so an interrupted run keeps the networks it finished
         path = write_results("train_throughput", device, rows, extra={
-            "batch_size": batch, "images_per_timed_epoch": n_train, "reference_workers": args.workers,
+            "batch_size": batch, "images_per_timed_epoch": n_train, "steps_per_timed_epoch": n_train // batch,
+            "repeats": args.repeats, "reference_workers": args.workers,
+            "timing": "each variant is one engine run: epoch 1 untimed (compile, CUDA-graph capture, cuDNN "
+                      "autotuning), then `repeats` timed epochs of ≥ 50 steps, each the engine's own epoch time "
+                      "(perf_counter, one synchronize at the epoch's end); median, min-max over epochs",
             "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "quick": args.quick,
             "failures": failures})
         print(f"wrote {path}", flush=True)
