@@ -52,9 +52,7 @@ nbval: $(STAMP)
 # measure to a few iterations, every notebook rendered (flatlib/dryrun.py); its own results folder
 dryrun: $(STAMP)
 	rm -rf results-dryrun/paper _build/executed/dryrun-paper
-	# study_population: its correlations need >= 8 models past the "trained" gate, which one-step runs never
-	# pass; excluded until the experiment reports "not enough models" instead of raising (issue 19 report)
-	OMP_NUM_THREADS=1 $(VENV)/bin/flatlib run-all --profile paper --dry-run --jobs 2 --exclude study_population
+	OMP_NUM_THREADS=1 $(VENV)/bin/flatlib run-all --profile paper --dry-run --jobs 2
 	rm -rf results-dryrun/paper/checkpoints
 
 book-check: book $(CHROMIUM)

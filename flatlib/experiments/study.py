@@ -313,6 +313,9 @@ def correlations(frame: pd.DataFrame, p: PopulationParams, min_models: int = 8) 
                 g = pd.concat([x for x in parts if len(x)], ignore_index=True)
                 g = g.assign(dataset=dataset, measure=measure, target=target, models=len(sub), sign=sign)
                 rows.append(g)
+    if not rows:  # no dataset has min_models trained models: nothing to correlate
+        return pd.DataFrame(columns=["intervention", "tau", "lo", "hi", "groups", "dataset", "measure", "target",
+                                     "models", "sign", "signed_tau", "signed_lo", "signed_hi"])
     out = pd.concat(rows, ignore_index=True)
     out["signed_tau"] = out["tau"] * out["sign"]
     lo, hi = out["lo"] * out["sign"], out["hi"] * out["sign"]

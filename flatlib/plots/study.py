@@ -15,12 +15,22 @@ def _order(columns) -> list[str]:
     return ["overall", *sorted(c for c in columns if c != "overall")]
 
 
+def _not_enough(what: str):
+    """A figure that says why there is nothing to draw (no dataset has enough trained models)."""
+    fig, axes = figure(width=6.0, height=1.5)
+    axes[0][0].text(0.5, 0.5, f"{what}: not enough models that passed the 'trained' gate", ha="center", va="center")
+    axes[0][0].set_axis_off()
+    return fig
+
+
 def tau_heatmap(corr: pd.DataFrame, target: str = "gap"):
     """Signed Kendall τ (measure × intervention) with ``target``, one panel per dataset.
 
     Signed: multiplied by the measure's expected direction, so red (> 0) means "ranks the models the way its
     proponents say" and blue (< 0) "the wrong way"; a cell whose 95% interval excludes 0 is marked with *.
     """
+    if corr.empty:
+        return _not_enough(f"Kendall τ with {target}")
     sub = corr[corr["target"] == target]
     datasets = sorted(sub["dataset"].unique())
     widths = [sub[sub["dataset"] == d]["intervention"].nunique() for d in datasets]
@@ -46,7 +56,9 @@ def tau_heatmap(corr: pd.DataFrame, target: str = "gap"):
 
 def factor_bars(corr: pd.DataFrame, dataset: str, target: str = "gap", ncols: int = 4):
     """Signed τ per measure with its 95% bootstrap interval, one panel per intervention (overall first)."""
-    s = corr[(corr["dataset"] == dataset) & (corr["target"] == target)]
+    s = corr[(corr["dataset"] == dataset) & (corr["target"] == target)] if not corr.empty else corr
+    if s.empty:
+        return _not_enough(f"{dataset}: τ per intervention")
     interventions = _order(s["intervention"].unique())
     nrows = math.ceil(len(interventions) / ncols)
     fig, axes = figure(ncols=min(ncols, len(interventions)), nrows=nrows, width=3.0, height=4.8, sharex=True, sharey=True)
