@@ -220,7 +220,7 @@ def final_fisher_reg(model: torch.nn.Module, cfg: TrainConfig, *, alpha: float, 
                      batch_size: int) -> float:
     """R_α(w) (FIM Eq. 7) of the final weights, averaged over the un-augmented training set in
     consecutive batches of ``batch_size`` (M sub-batches each, eval mode; a short last batch is dropped)."""
-    from flatlib.fisher import fisher_regularizer
+    from flatlib.train.rules.fisher import fisher_regularizer
 
     ds = dataset_for(cfg)
     device = next(model.parameters()).device
