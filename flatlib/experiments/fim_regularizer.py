@@ -219,12 +219,16 @@ def chosen_betas(search: pd.DataFrame | None) -> dict[str, float] | None:
 def final_fisher_reg(model: torch.nn.Module, cfg: TrainConfig, *, alpha: float, num_subbatches: int,
                      batch_size: int) -> float:
     """R_α(w) (FIM Eq. 7) of the final weights, averaged over the un-augmented training set in
-    consecutive batches of ``batch_size`` (M sub-batches each, eval mode; a short last batch is dropped)."""
+    consecutive batches of ``batch_size`` (M sub-batches each, eval mode; a short last batch is dropped).
+    A training set smaller than one batch is taken as one batch of the largest multiple of M that fits."""
     from flatlib.train.rules.fisher import fisher_regularizer
 
     ds = dataset_for(cfg)
     device = next(model.parameters()).device
     x, y = next(iter(loader(ds, "train", ds.n_train, device)))
+    batch_size = min(batch_size, len(x) - len(x) % num_subbatches)
+    if batch_size < num_subbatches:
+        raise ValueError(f"R_α needs at least num_subbatches={num_subbatches} training images; {cfg.key()} has {len(x)}")
     was = model.training
     model.eval()
     vals = [float(fisher_regularizer(model, F.cross_entropy, x[i:i + batch_size], y[i:i + batch_size], alpha=alpha,
