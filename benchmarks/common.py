@@ -268,6 +268,36 @@ def engine_step(model: torch.nn.Module, cfg, device: torch.device, pool: list[tu
     return step, info
 
 
+def time_engine_candidates(net: str, model_name: str, model_kwargs: dict, fields_by_candidate: dict[str, dict], *,
+                           base: dict, batch: int, device: torch.device, pool: list, plain_prefix: str, args,
+                           failures: dict, settings: dict, width: int = 17):
+    """Build each candidate's engine step (a fresh seeded model, ``TrainConfig(**base, **fields)``), time them
+    interleaved (``interleaved``), and return ``(times, fastest)``: the samples and the fastest candidate whose
+    name starts with ``plain_prefix`` (the ratios' baseline). Failures land in ``failures`` and are printed."""
+    from flatlib.models import build_model
+    from flatlib.train.config import TrainConfig
+
+    steps = {}
+    for cand, fields in fields_by_candidate.items():
+        torch.manual_seed(0)
+        model = build_model(model_name, in_channels=3, num_classes=10, input_size=32, **model_kwargs)
+        cfg = TrainConfig(model=model_name, model_kwargs=model_kwargs, batch_size=batch, device=str(device),
+                          **base, **fields)
+        try:
+            steps[cand], settings[f"{net}/{cand}"] = engine_step(model, cfg, device, pool)
+        except Exception as err:  # noqa: BLE001 - reported in the file
+            failures[f"{net}/{cand}"] = failure(err)
+
+    def fail(cand, err):
+        failures[f"{net}/{cand}"] = failure(err)
+        print(f"{net:20s} {cand:{width}s} FAILED {failures[f'{net}/{cand}']}", flush=True)
+
+    times = interleaved(steps, device, steps=args.steps, repeats=args.repeats, warmup=5, on_fail=fail, log=True)
+    plain = {c: t for c, t in times.items() if c.startswith(plain_prefix)}
+    fastest = min(plain, key=lambda c: sorted(plain[c])[len(plain[c]) // 2])
+    return times, fastest
+
+
 def allow_many_compiles() -> None:
     """Several compiled models of one class live in one benchmark process: keep dynamo from falling back to eager."""
     import torch._dynamo

@@ -36,9 +36,7 @@ import os
 
 import torch
 
-from benchmarks.common import MIN_STEPS, allow_many_compiles, engine_step, failure, interleaved, timed_row, write_results
-from flatlib.train.config import TrainConfig
-from flatlib.models import build_model
+from benchmarks.common import MIN_STEPS, allow_many_compiles, time_engine_candidates, timed_row, write_results
 
 SGD = dict(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
 CANDIDATES = {
@@ -79,27 +77,12 @@ def main() -> None:
         gen = torch.Generator().manual_seed(0)
         pool = [(torch.randn(batch, 3, 32, 32, generator=gen).to(device),
                  torch.randint(0, 10, (batch,), generator=gen).to(device)) for _ in range(2)]
-        steps = {}
-        for cand, fields in CANDIDATES.items():
-            if (cand == "plain" and not cuda) or (cand == "fisher-loop" and net.startswith("wrn28_10")) \
-                    or (args.quick and cand in QUICK_SKIP) or (args.candidates and cand not in args.candidates):
-                continue
-            torch.manual_seed(0)
-            model = build_model(model_name, in_channels=3, num_classes=10, input_size=32, **model_kwargs)
-            cfg = TrainConfig(model=model_name, model_kwargs=model_kwargs, batch_size=batch, device=str(device),
-                              **SGD, **fields)
-            try:
-                steps[cand], settings[f"{net}/{cand}"] = engine_step(model, cfg, device, pool)
-            except Exception as err:  # noqa: BLE001 - reported in the file
-                failures[f"{net}/{cand}"] = failure(err)
-
-        def fail(cand, err, net=net):
-            failures[f"{net}/{cand}"] = failure(err)
-            print(f"{net:20s} {cand:17s} FAILED {failures[f'{net}/{cand}']}", flush=True)
-
-        times = interleaved(steps, device, steps=args.steps, repeats=args.repeats, warmup=5, on_fail=fail, log=True)
-        plain = {c: t for c, t in times.items() if c.startswith("plain")}
-        fastest = min(plain, key=lambda c: sorted(plain[c])[len(plain[c]) // 2])
+        chosen = {cand: fields for cand, fields in CANDIDATES.items()
+                  if not ((cand == "plain" and not cuda) or (cand == "fisher-loop" and net.startswith("wrn28_10"))
+                          or (args.quick and cand in QUICK_SKIP) or (args.candidates and cand not in args.candidates))}
+        times, fastest = time_engine_candidates(net, model_name, model_kwargs, chosen, base=SGD, batch=batch,
+                                                device=device, pool=pool, plain_prefix="plain", args=args,
+                                                failures=failures, settings=settings, width=17)
         for cand, t in times.items():
             row = timed_row(f"{net}/{cand}", "time_per_step", t, "ms", scale=1e3, baseline=f"{net}/{fastest}",
                             baseline_samples=times[fastest], floor=FLOORS.get(cand), quick=args.quick,
