@@ -219,7 +219,7 @@ FAST_PATH = {
 def engine_step(model: torch.nn.Module, cfg, device: torch.device, pool: list[tuple[torch.Tensor, torch.Tensor]]):
     """One training step exactly as ``flatlib.train.engine.train`` sets it up for ``cfg`` (a ``TrainConfig``).
 
-    Reuses the engine's own pieces: ``build_rule`` (engine-only rule keys dropped), ``build_optimizer``
+    Reuses the engine's own pieces: ``build_rule``, ``build_optimizer``
     with ``fused=cuda``, ``compile_mode(cfg, rule, cuda, world=1)`` (``compile="auto"``: CUDA graphs
     for rules with ``cuda_graphs``, eager otherwise), ``cudnn.benchmark`` on CUDA, channels_last when
     ``cfg.channels_last`` and the rule allow it, bf16 autocast when ``cfg.amp``, and
@@ -240,8 +240,7 @@ def engine_step(model: torch.nn.Module, cfg, device: torch.device, pool: list[tu
     if cuda:
         torch.backends.cudnn.benchmark = True
     model = model.to(device).train()
-    engine_keys = getattr(engine, "_ENGINE_RULE_KEYS", set())  # rule_kwargs the engine keeps for itself, if any
-    rule = build_rule(cfg.rule, **{k: v for k, v in cfg.rule_kwargs.items() if k not in engine_keys})
+    rule = build_rule(cfg.rule, **cfg.rule_kwargs)  # as the engine builds it
     channels_last = cuda and cfg.channels_last and rule.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)

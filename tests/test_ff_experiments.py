@@ -10,13 +10,14 @@ from flatlib.curvature import exact_hessian
 from flatlib.experiments import ff_adam, ff_curvature
 from flatlib.experiments import ff_weight_decay as ff
 from flatlib.train.engine import load_model
+from flatlib.train.optim import lr_at
 from flatlib.store import Store
 
 
 def test_integrated_decay_of_the_paper_softmax_run():
     """FF-F1's paper run: 1000 epochs, lr 0.01 under Eq. 14 (mean lr ≈ 0.703·α0), 352 steps per epoch, wd 5e-4."""
     p = ff.SoftmaxParams.resolve(profile="paper")
-    expected = 5e-4 * 352 * sum(ff.lr_at(c, e) for c in p.plan()[-1:] for e in range(1000))
+    expected = 5e-4 * 352 * sum(lr_at(c, e) for c in p.plan()[-1:] for e in range(1000))
     assert ff.paper_decay_integral(p) == pytest.approx(expected)
     assert ff.paper_decay_integral(p) == pytest.approx(0.703 * 0.01 * 1000 * 352 * 5e-4, rel=2e-3)
     cfg = p.plan()[0].replace(weight_decay=0.0)

@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flatlib.claims.pof import BENCH_TOLERANCE
-from flatlib.claims.rules import Detectable, Fell, Fit, Moved, PairedDirection
+from flatlib.claims.rules import BENCH_TOLERANCE, Detectable, Fell, Fit, Moved, PairedDirection
 from flatlib.claims.stats import mcnemar, mde_error_difference, mde_paired
 from flatlib.claims.verdict import Claim, Claims, Gate, judge, not_applicable, not_run
 from flatlib.experiments.fim_regularizer import is_gpu

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from flatlib.claims.rules import Detectable, Fit, Moved, NoFurtherGain, PairedDirection, RatioBands, combine, mcnemar_counts
+from flatlib.claims.rules import (BENCH_TOLERANCE, Detectable, Fit, Moved, NoFurtherGain, PairedDirection, RatioBands,
+                                   combine, mcnemar_counts)
 from flatlib.claims.stats import binomial_se, mde_error_difference, mde_paired, ratio_spread, z_factor
 from flatlib.claims.verdict import Claim, Claims, Gate, judge, not_applicable, not_run
 from flatlib.experiments.pof_images import LANCZOS_TOL, f5_table
@@ -34,7 +35,6 @@ F5_BANDS = RatioBands("the PoF/SAM peak ratio (geometric mean over seeds, on tra
                       fails_at=1.0, below=True, why="the paper's ≈ 0.5 ('roughly halves'): held within a factor 1.5 of it")
 F6_BANDS = RatioBands("the median PoF/SAM perturbation ratio", held_at=100.0, fails_at=1.0,
                       why="the paper's 'a few orders of magnitude': at least two")
-BENCH_TOLERANCE = 1.10   # one tolerance for both cost ratios (POF-T2) and FIM-TC: 10 % over the paper's
 F2B_BAND = (2 / math.sqrt(2), 2 * math.sqrt(2))   # within a factor √2 of the paper's peak ratio 2
 F2B_PARTLY = 1.1
 F2B_MAX_SE = 0.2          # the mean peak ratio's seed standard error must resolve the band's lower edge vs 1.1

@@ -15,6 +15,9 @@ import numpy as np
 from flatlib.claims.stats import ALPHA, McNemar, PairedTest, mcnemar, paired
 from flatlib.claims.verdict import Gate
 
+# one tolerance for every cost ratio judged against a paper (POF-T2, FIM-TC): 10 % over the paper's ratio
+BENCH_TOLERANCE = 1.10
+
 
 def _num(x: float) -> str:
     return f"{x:.3g}"

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from flatlib.data import TRAIN_IMAGES
 from flatlib.train.config import TrainConfig
 from flatlib.train.optim import lr_at
 from flatlib.curvature import HessianOperator, frobenius_norm_sq, hutchinson_trace, lanczos, slq
@@ -29,8 +30,6 @@ from flatlib.store import Store
 # measured quantities per (run, bn mode); "scaled" = multiplied by ‖w‖², FF's scale-aware alternative
 MEASURES = ["train_acc", "test_acc", "lambda_1", "trace", "frobenius_sq", "weight_norm_sq", "lambda_1_scaled",
             "trace_scaled", "decay_integral"]
-# training images of the paper datasets whose presets use the whole split (for the paper's Σ lr·wd)
-TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000}
 
 
 @dataclasses.dataclass

@@ -26,7 +26,6 @@ from flatlib.train.config import TrainConfig
 from flatlib.experiments.ff_curvature import (  # noqa: F401  (re-exported for the notebooks)
     CIFAR, DEFAULT, DEFAULT_CNN, MEASURES, MNIST, PAPER, SMOKE, CurvatureParams, hessian_data, integrated_decay,
     measure_all, measure_curvature, paper_decay_integral, scale_aware, summary_table)
-from flatlib.train.optim import lr_at  # noqa: F401
 from flatlib.params import ParameterError, bounded, notebook
 from flatlib.store import Store
 

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from flatlib.train.config import TrainConfig
-from flatlib.train.engine import dataset_for, loader
+from flatlib.data import split_tensors
+from flatlib.train.engine import dataset_for
 from flatlib.experiments.common import train_all
 from flatlib.experiments.fim_scenarios import _sd, evaluation, measure
 from flatlib.params import Params, ParameterError, bounded, choices, notebook
@@ -225,7 +226,7 @@ def final_fisher_reg(model: torch.nn.Module, cfg: TrainConfig, *, alpha: float, 
 
     ds = dataset_for(cfg)
     device = next(model.parameters()).device
-    x, y = next(iter(loader(ds, "train", ds.n_train, device)))
+    x, y = split_tensors(ds, "train", device=device)
     batch_size = min(batch_size, len(x) - len(x) % num_subbatches)
     if batch_size < num_subbatches:
         raise ValueError(f"R_α needs at least num_subbatches={num_subbatches} training images; {cfg.key()} has {len(x)}")

@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from flatlib.data import split_tensors
 from flatlib.train.config import TrainConfig
-from flatlib.train.engine import dataset_for, load_model, loader, resolve_device
+from flatlib.train.engine import dataset_for, load_model, resolve_device
 from flatlib.experiments.common import mean_std, train_all
 from flatlib.params import Params, ParameterError, bounded, choices, notebook
 from flatlib.reference import paper_numbers
@@ -221,16 +222,12 @@ def scenario_configs(p: ScenarioParams) -> list[tuple[Any, TrainConfig]]:
 def clean_training_set(cfg: TrainConfig, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The run's un-augmented, normalised training inputs without its confusion set (FIM Sec. 7.1:
     "all metrics are computed on the un-augmented training set" / "on the sampled 10000 images")."""
-    ds = dataset_for(cfg)
-    x, y = next(iter(loader(ds, "train", ds.n_train, torch.device(device))))
-    n_clean = ds.n_train - cfg.confusion
-    return x[:n_clean], y[:n_clean]
+    return split_tensors(dataset_for(cfg), "train", drop_last=cfg.confusion, device=device)
 
 
 def test_set(cfg: TrainConfig, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The run's normalised test inputs and labels (shared by every run on the same dataset split)."""
-    ds = dataset_for(cfg)
-    return next(iter(loader(ds, "test", ds.n_test, torch.device(device))))
+    return split_tensors(dataset_for(cfg), "test", device=device)
 
 
 @torch.no_grad()

@@ -20,17 +20,15 @@ from torch.func import functional_call
 
 from flatlib.train.config import TrainConfig
 from flatlib.curvature import unflatten
-from flatlib.data import BatchLoader
+from flatlib.data import split_tensors as data_split_tensors
 from flatlib.train.engine import dataset_for
 from flatlib.params import Params
 from flatlib._torch import bn_stats_frozen
 
 
 def split_tensors(cfg: TrainConfig, split: str) -> tuple[Tensor, Tensor]:
-    """The whole split, preprocessed exactly as the engine's loaders do (scaling, normalisation, no augmentation)."""
-    ds = dataset_for(cfg)
-    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
-    return next(iter(BatchLoader(x, y, len(y), shuffle=False, mean=ds.mean, std=ds.std)))
+    """The run's whole split, preprocessed exactly as the engine's loaders do (``flatlib.data.split_tensors``)."""
+    return data_split_tensors(dataset_for(cfg), split)
 
 
 def random_batches(x: Tensor, y: Tensor, size: int, count: int, seed: int) -> list[tuple[Tensor, Tensor]]:

@@ -30,8 +30,9 @@ import pandas as pd
 import torch
 from scipy.stats import kendalltau
 
+from flatlib.data import split_tensors
 from flatlib.train.config import NOT_HASHED, TrainConfig
-from flatlib.train.engine import dataset_for, load_model, loader, train
+from flatlib.train.engine import dataset_for, load_model, train
 from flatlib.experiments.common import train_all
 from flatlib.fisher.metrics import SingularGramWarning
 from flatlib.measures import MEASURES, MeasureConfig, measure_all, rescale_layers, scale_before_batchnorm
@@ -157,9 +158,8 @@ def measurement_data(cfg: TrainConfig, n: int) -> tuple[tuple[torch.Tensor, torc
     """(train, test) subsets of ``n`` points each, fixed per dataset: un-augmented, normalised as in training,
     the training subset drawn from the clean training set (without a confusion set)."""
     ds = dataset_for(cfg)
-    x, y = next(iter(loader(ds, "train", ds.n_train, torch.device("cpu"))))
-    x, y = x[:ds.n_train - cfg.confusion], y[:ds.n_train - cfg.confusion]
-    xt, yt = next(iter(loader(ds, "test", ds.n_test, torch.device("cpu"))))
+    x, y = split_tensors(ds, "train", drop_last=cfg.confusion)
+    xt, yt = split_tensors(ds, "test")
     g = torch.Generator().manual_seed(0)
     i, j = torch.randperm(len(y), generator=g)[:n], torch.randperm(len(yt), generator=g)[:n]
     return (x[i], y[i]), (xt[j], yt[j])

@@ -33,11 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flatlib.data import TRAIN_IMAGES
 from flatlib.train.config import TrainConfig
 
-# training images of each dataset's official training split (what a run with n_train=None sees)
-TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "mnist": 60_000, "fashion_mnist": 60_000,
-                "toy": 2_000, "mnist1d": 4_000, "digits": 1_437, "mnist5k": 4_000}
 EXCLUDED = {"fim_imagenet": "FIM-T2 needs ImageNet (and a streaming loader and WRN-18-1.5 flatlib lacks)"}
 
 
