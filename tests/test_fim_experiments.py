@@ -29,15 +29,20 @@ def kendall_loop(a, b) -> float:
     return s / (len(a) * (len(a) - 1) / 2)
 
 
-def scenario_frame(seed: int = 0, levels: int = 4, seeds: int = 5) -> pd.DataFrame:
-    """Synthetic scenario: test error rises with the level; γ̂ follows it, robustness runs against it,
-    Frobenius is noise, spectral radius follows it with a little noise."""
+def scenario_frame(seed: int = 0, levels: int = 4, seeds: int = 5, step: float = 2.0, n_test: int = 2000
+                   ) -> pd.DataFrame:
+    """Synthetic scenario: test error rises with the level by ``step`` points; γ̂ follows it, robustness runs
+    against it, Frobenius is noise, spectral radius follows it with a little noise. Every model is right on
+    the shared ``n_test`` test images except a random set of the size its test error says (rounded)."""
     rng = np.random.default_rng(seed)
     rows = []
     for lv, s in itertools.product(range(levels), range(seeds)):
-        err = 2.0 * lv + rng.normal(0, 0.3)
-        rows.append({"level": f"L{lv}", "level_index": lv, "seed": s, "test_error": err, "train_error": 0.0,
-                     "train_loss": 1e-3, "log_det": -100 + 5 * err, "frobenius": rng.random(),
+        err = 2.0 + step * lv + rng.normal(0, 0.3)  # kept unrounded: the rank tests assume no ties
+        correct = np.ones(n_test, dtype=bool)
+        correct[rng.choice(n_test, round(err / 100 * n_test), replace=False)] = False
+        rows.append({"level": f"L{lv}", "level_index": lv, "seed": s, "test_error": err,
+                     "n_test": n_test, "test_correct": "".join("1" if c else "0" for c in correct),
+                     "train_error": 0.0, "train_loss": 1e-3, "log_det": -100 + 5 * err, "frobenius": rng.random(),
                      "spectral_radius": err + rng.normal(0, 0.2), "robustness": -err, "fisher_trace": err})
     return pd.DataFrame(rows)
 
@@ -89,20 +94,23 @@ def test_scenario_verdict_s2_needs_others_to_fail():
 
 
 def test_comparison_difference_and_standard_error():
-    a, b = [10.0, 11.0, 12.0], [9.0, 9.5, 10.0, 9.5]
-    frame = pd.DataFrame({"dataset": "d", "model": "m", "regularizer": ["without"] * 3 + ["with"] * 4,
-                          "test_error": a + b})
+    """Δ and its standard error come from the per-seed differences (the arms share seeds)."""
+    a, b = [10.0, 11.0, 12.0], [9.0, 10.5, 10.6]
+    frame = pd.DataFrame({"dataset": "d", "model": "m", "regularizer": ["without"] * 3 + ["with"] * 3,
+                          "seed": [0, 1, 2] * 2, "test_error": a + b})
     row = reg.comparison(frame, "test_error").iloc[0]
-    se = math.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 4)
-    assert row["Δ (with − without)"] == pytest.approx(np.mean(b) - np.mean(a))
-    assert row["s.e. of Δ"] == pytest.approx(se)
+    d = np.subtract(b, a)
+    assert row["Δ (with − without)"] == pytest.approx(d.mean())
+    assert row["s.e. of Δ"] == pytest.approx(np.std(d, ddof=1) / math.sqrt(3))
     assert row["lower with reg."] and row["without"] == "11.00 ± 1.00"
-    frame.loc[frame["regularizer"] == "with", "test_error"] = [10.5, 11.5, 12.0, 10.0]  # within the noise
+    # the same two sets of values paired the other way round: differences of mixed sign, within the noise
+    frame.loc[frame["regularizer"] == "with", "test_error"] = [10.6, 10.5, 9.0]
     assert not reg.comparison(frame, "test_error").iloc[0]["lower with reg."]
 
 
 def test_t1_table_puts_paper_numbers_in_paper_columns_only():
     frame = pd.DataFrame({"dataset": "cifar10", "model": "resnet20", "regularizer": ["without", "with"] * 2,
+                          "seed": [0, 0, 1, 1],
                           "test_error": [9.0, 8.0, 9.2, 8.1], "log_det": [-1.0, -2.0, -1.1, -2.1]})
     tab = reg.t1_table(frame).iloc[0]
     assert tab["paper: without"] == "8.50 ± 0.31" and tab["paper: with"] == "7.89 ± 0.13"
@@ -243,10 +251,13 @@ def test_measure_uses_clean_rows_and_is_cached(tmp_path):
 
 
 def test_default_scenarios_fit_protocol():
-    """S2 at default uses the label-preserving digit schemes; S3 gives every batch size the same SGD steps."""
+    """S2 at default uses the label-preserving digit schemes, every scheme for the same epochs; S3 gives every
+    batch size the same epochs (the paper's protocol); budget="steps" would give each the same SGD steps."""
     s2 = fim.AugmentationParams.resolve(profile="default").plan()
     assert {c.augment for c in s2} == {"no-aug", "rot-only", "1-shift-rot", "4-shift-rot"}
-    p = fim.BatchSizeParams.resolve(profile="default")
+    assert len({(c.epochs, c.milestones) for c in s2}) == 1
+    assert {c.epochs for c in fim.BatchSizeParams.resolve(profile="default").plan()} == {120}
+    p = fim.BatchSizeParams.resolve(profile="default", budget="steps")
     steps = {}
     for level, cfg in fim.scenario_configs(p):
         ds = dataset_for(cfg)
@@ -317,6 +328,8 @@ def test_regularizer_claims_gates(results_root):
     assert t1.gates["acted"].passed and t1.gates["trained"].passed
     assert not t1.gates["resolvable"].passed and t1.verdict == "inconclusive"  # 400 test images: MDE > 1 point
     assert "minimum detectable effect" in t1.reason and "McNemar" in t1.ours
+    assert "paired by seed and by image" in t1.gates["resolvable"].detail
+    assert "8 regularized SGD steps (8 at lr 0.005)" in t1.ours  # smoke: epoch 2 of 2, 256 images in batches of 32
     assert len(t1.values["digits:cnn6"]["mcnemar"]) == 5
     assert t3.verdict == "held" and "norm 25" in t3.ours  # γ̂ 20 % lower in every seed, well resolved
     idle = fim_claims.regularizer(_reg_frame(fisher_drop=0.0), p)
@@ -325,7 +338,6 @@ def test_regularizer_claims_gates(results_root):
 
 def test_scenario_fit_gate_uses_clean_rows(results_root):
     frame = scenario_frame()
-    frame["n_test"] = 2000
     frame["clean_train_error"], frame["clean_train_loss"] = 0.0, 1e-3
     frame["train_error"] = 3.0  # the confusion set is not memorised: does not matter for the fit gate
     frame["train_loss"] = 1e-3 * (1 + frame["level_index"])
@@ -334,3 +346,44 @@ def test_scenario_fit_gate_uses_clean_rows(results_root):
     assert claim.gates["trained"].passed and "clean training rows" in claim.gates["trained"].detail
     frame.loc[0, "clean_train_error"] = 2.0
     assert not fim_claims.scenario(frame, p).gates["trained"].passed
+
+
+def test_shared_test_set_mde_has_80_percent_power_under_mcnemar():
+    """Simulated shared test set: n images, a fraction π of them discordant, the discordant images favouring
+    arm A by δ·n. At δ = the returned MDE a two-sided McNemar z-test (α = 0.05) rejects in ≈ 80 % of trials."""
+    from flatlib.claims.stats import mde_shared_test_set
+
+    n, pi = 2000, 0.05
+    mde = mde_shared_test_set([50], [50], n, [0.0])
+    assert mde == pytest.approx(2.8016 * math.sqrt((pi - 0.0) / n), rel=1e-3)
+    rng = np.random.default_rng(0)
+    disc = rng.binomial(n, pi, size=4000)
+    b = rng.binomial(disc, 0.5 + mde * n / (2 * pi * n))
+    z = (2 * b - disc) / np.sqrt(disc)
+    assert 0.76 < float((np.abs(z) > 1.96).mean()) < 0.84
+
+
+def test_shared_test_set_mde_floor_seed_spread_and_independent_sets():
+    from flatlib.claims.stats import mde_error_difference, mde_shared_test_set, z_factor
+
+    z2, n = z_factor() ** 2, 1348
+    floor = mde_shared_test_set([0, 0], [0, 0], n, [0.0, 0.0])  # identical arms: δ needs δ·n discordant images
+    assert floor == pytest.approx(math.sqrt(z2 * floor * (1 - floor) / n), rel=1e-9) and 0.005 < floor < 0.006
+    spread = mde_shared_test_set([60, 60], [60, 60], n, [0.01, -0.01])  # seed spread adds s²/k
+    assert spread == pytest.approx(math.sqrt(z2 * (120 / n / n + np.var([0.01, -0.01], ddof=1) / 2)), rel=1e-9)
+    # few disagreements on one shared set resolve far less than two independent test sets would need
+    assert mde_shared_test_set([15] * 5, [15] * 5, n, [0.0] * 5) < 0.6 * mde_error_difference(0.035, n)
+    with pytest.raises(ValueError):
+        mde_shared_test_set([1], [1, 2], n, [0.0])
+
+
+def test_scenario_resolvable_gate_is_paired_on_the_extreme_configurations(results_root):
+    """Errors that rise by 2 points per level on 2000 shared images are resolved; 0.2 points per level are not
+    (independent random errors: two models disagree on ~2p of the images, so the MDE is ~1.2 points)."""
+    p = fim.ConfusionParams.resolve(profile="smoke")
+    for step, ok in ((2.0, True), (0.2, False)):
+        frame = scenario_frame(step=step)
+        frame["clean_train_error"], frame["clean_train_loss"] = 0.0, 1e-3
+        frame["train_loss"] = 1e-3 * (1 + frame["level_index"])
+        gate = fim_claims.scenario(frame, p).gates["resolvable"]
+        assert gate.passed == ok and "L0 → L3" in gate.detail and "same 2000 test images" in gate.detail

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from flatlib.claims.rules import BENCH_TOLERANCE, Detectable, Fell, Fit, Moved, PairedDirection
-from flatlib.claims.stats import mcnemar, mde_error_difference, mde_paired
+from flatlib.claims.stats import mcnemar, mde_paired, mde_shared_test_set
 from flatlib.claims.verdict import Claim, Claims, Gate, judge, not_applicable, not_run
-from flatlib.experiments.fim_regularizer import is_gpu
+from flatlib.experiments.fim_regularizer import is_gpu, regularized_phase, regularizer_configs
 from flatlib.experiments.fim_scenarios import METRIC_SHORT, METRICS, correct_vector, level_summary, rank_table
 from flatlib.reference import paper_numbers
 
@@ -47,6 +47,34 @@ def scenario_verdict(table: pd.DataFrame, target: str) -> str:
     return "held" if all(ours.get(m) == paper[m] for m in paper) else "partly held"
 
 
+PAIRED_DESIGN = ("paired by seed and by image: every model is scored on the same test images, so the image "
+                 "noise of a difference is McNemar's, not that of two independent test sets; α = 0.05, 80 % power")
+
+
+def paired_mde(correct_a: list[np.ndarray], correct_b: list[np.ndarray], diffs_pct: np.ndarray) -> float:
+    """``stats.mde_shared_test_set`` in points, from per-seed correctness vectors of two arms on the shared test set."""
+    tests = [mcnemar(a, b) for a, b in zip(correct_a, correct_b)]
+    return 100 * mde_shared_test_set([t.only_a for t in tests], [t.only_b for t in tests], len(correct_a[0]),
+                                     np.asarray(diffs_pct, dtype=float) / 100)
+
+
+def scenario_resolvable(frame: pd.DataFrame, summ: pd.DataFrame) -> Gate:
+    """The scenario's test error must vary across configurations: the span between the configurations with
+    the highest and the lowest mean test error is at least the minimum detectable difference of that pair,
+    paired by seed and by image (``paired_mde``)."""
+    hi, lo = summ.loc[summ["test_error_mean"].idxmax()], summ.loc[summ["test_error_mean"].idxmin()]
+    a = frame[frame["level"] == hi["level"]].set_index("seed")
+    b = frame[frame["level"] == lo["level"]].set_index("seed")
+    seeds = sorted(set(a.index) & set(b.index))
+    spread = float(hi["test_error_mean"] - lo["test_error_mean"])
+    mde = paired_mde([correct_vector(a.loc[s]) for s in seeds], [correct_vector(b.loc[s]) for s in seeds],
+                     (a.loc[seeds, "test_error"] - b.loc[seeds, "test_error"]).to_numpy())
+    ok = bool(np.isfinite(mde) and spread >= mde)
+    return Gate(ok, f"test error spans {spread:.2f} points across configurations ({lo['level']} → {hi['level']}; "
+                    f"{'≥' if ok else '<'} the minimum detectable difference {mde:.2f} points of that pair, "
+                    f"{len(seeds)} seed pairs on the same {int(frame['n_test'].min())} test images)")
+
+
 def scenario(frame: pd.DataFrame, p: Any) -> Claim:
     """FIM-S1/S2/S3: Kendall τ of each metric with test error over all models, against the paper's captions."""
     target = p.SCENARIO
@@ -58,14 +86,7 @@ def scenario(frame: pd.DataFrame, p: Any) -> Claim:
     trained = SCENARIO_FIT.gate({str(lv): list(100 - g[fit_col]) for lv, g in frame.groupby("level", sort=False)})
     first, last = summ.iloc[0], summ.iloc[-1]
     acted = SCENARIO_MOVED.gate([(last["train_loss_mean"] - first["train_loss_mean"]) / first["train_loss_mean"]])
-    n_test = int(frame["n_test"].min())
-    spread = float(summ["test_error_mean"].max() - summ["test_error_mean"].min())
-    seed_sd = float(frame.groupby("level")["test_error"].std(ddof=1).mean()) / 100
-    mde = 100 * mde_error_difference(float(frame["test_error"].mean()) / 100, n_test, seed_sd,
-                                     int(frame.groupby("level").size().min()))
-    resolvable = Gate(spread >= mde, f"test error spans {spread:.2f} points across configurations "
-                                     f"({'≥' if spread >= mde else '<'} the minimum detectable difference {mde:.2f} "
-                                     f"points, {n_test} test points)")
+    resolvable = scenario_resolvable(frame, summ)
     err = ", ".join(f"{r.level}: {r.test_error_mean:.2f}" for r in summ.itertuples())
     fit = ", ".join(f"{r.level}: {getattr(r, fit_col + '_mean'):.2f} % / {getattr(r, 'clean_train_loss_mean', r.train_loss_mean):.2g}"
                     for r in summ.itertuples())
@@ -77,7 +98,7 @@ def scenario(frame: pd.DataFrame, p: Any) -> Claim:
                        f"Kendall τ vs test error: {taus}",
                   headline="tracks: " + (", ".join(tracking) or "none"),
                   rule=f"{SCENARIO_RULE}. Gates: {SCENARIO_FIT.text()}; {SCENARIO_MOVED.text()}; the test error must "
-                       "vary across configurations by at least the minimum detectable difference",
+                       f"vary across configurations by at least the minimum detectable difference ({PAIRED_DESIGN})",
                   values={"rank_table": table.to_dict(orient="records"), "tracks": tracking})
     claim.record(p.profile)
     return claim
@@ -103,6 +124,14 @@ def regularizer(frame: pd.DataFrame, p: Any) -> Claims:
     acted = Gate(fell.passed and moved.passed, f"{fell.detail}; {moved.detail}")
     n_test = int(frame["n_test"].min())
     betas = ", ".join(f"{d} {m}: β = {g['beta'].dropna().iloc[0]:g}" for (d, m), g in frame.groupby(["dataset", "model"], sort=False))
+    arms = frame.groupby(["dataset", "model", "regularizer"], sort=False)
+    pull = ("; β‖∇R_α‖/‖∇L‖ at the final weights (median over training batches and seeds): "
+            + ", ".join(f"{d} {m} {r} {g['grad_ratio'].median():.2g}" for (d, m, r), g in arms)
+            if "grad_ratio" in frame else "")
+    phases = {(d, m): regularized_phase(cfg) for d, m, reg_on, cfg in regularizer_configs(p) if reg_on}
+    exposure = "; ".join(f"{d} {m}: {sum(n for _, n in ph)} regularized SGD steps ("
+                         + ", ".join(f"{n} at lr {lr:.2g}" for lr, n in ph) + ")"
+                         for (d, m), ph in phases.items() if (d, m) in set(zip(frame["dataset"], frame["model"])))
     for target, col, unit in (("FIM-T1", "test_error", "points"), ("FIM-T3", "log_det", "(γ̂)")):
         rule = PairedDirection("test error" if target == "FIM-T1" else "γ̂", "the regularizer", "none", -1)
         verdicts, parts, gates_ok, details, values = [], [], [], [], {}
@@ -114,13 +143,12 @@ def regularizer(frame: pd.DataFrame, p: Any) -> Claims:
             if target == "FIM-T1":
                 key = f"cifar10:{m}" if f"cifar10:{m}:with" in t1 else "cifar10:resnet20"
                 effect = t1[f"{key}:without"] - t1[f"{key}:with"]
-                mde = 100 * mde_error_difference(float(g.to_numpy().mean()) / 100, n_test, sd / 100, len(g))
                 sub = frame[(frame["dataset"] == d) & (frame["model"] == m)]
-                tests = []
-                for seed, s_rows in sub.groupby("seed"):
-                    arms = {r["regularizer"]: correct_vector({"test_correct": r["test_correct"]}) for _, r in s_rows.iterrows()}
-                    if {"with", "without"} <= set(arms):
-                        tests.append((seed, mcnemar(arms["with"], arms["without"])))
+                arms = {(r["seed"], r["regularizer"]): correct_vector(r) for _, r in sub.iterrows()}
+                seeds = list(g.index)
+                tests = [(seed, mcnemar(arms[seed, "with"], arms[seed, "without"])) for seed in seeds]
+                mde = paired_mde([arms[s_, "with"] for s_ in seeds], [arms[s_, "without"] for s_ in seeds],
+                                 (g["with"] - g["without"]).to_numpy())
                 values[f"{d}:{m}"]["mcnemar"] = [{"seed": int(sd_), "only_with": mc.only_a, "only_without": mc.only_b,
                                                   "p": mc.pvalue} for sd_, mc in tests]
                 mc_txt = ", ".join(f"seed {sd_}: {mc.only_a} vs {mc.only_b} images right only with / only without, "
@@ -137,14 +165,16 @@ def regularizer(frame: pd.DataFrame, p: Any) -> Claims:
                              f"½ ln det) {g['without'].mean():.1f} → {g['with'].mean():.1f} ({change:+.1%}; the "
                              f"paper's {-rel:+.1%} for {key}), with − without " + t.describe("{:+.3g}"))
             gates_ok.append(np.isfinite(mde) and mde <= effect)
+            design = PAIRED_DESIGN if target == "FIM-T1" else "one-sided paired t-test over seeds"
             details.append(f"{d} {m}: minimum detectable effect {mde:.3g} {unit} {'≤' if gates_ok[-1] else '>'} the "
-                           f"paper's {effect:.3g} ({key}; {len(g)} seed pairs, {n_test} test points)")
+                           f"paper's {effect:.3g} ({key}; {len(g)} seed pairs, {n_test} test points; {design})")
         verdict = ("held" if all(v == "held" for v in verdicts) else
                    "did not hold" if all(v == "did not hold" for v in verdicts) else "partly held")
         claim = judge(target, verdict, gates={"trained": fit, "acted": acted,
                                               "resolvable": Gate(all(gates_ok), "; ".join(details))},
                       ours=f"{len(p.seeds)} seeds, {n_test} test points, {betas} (validation hold-out of "
-                           f"{p.validation} images), regularizer from the first lr drop: " + "; ".join(parts),
+                           f"{p.validation} images), regularizer from the first lr drop ({exposure}){pull}: "
+                           + "; ".join(parts),
                       headline=", ".join(verdicts) + " per pair",
                       rule=f"per (dataset, model): {rule.text()}; held if held for every pair, did not hold if for none. "
                            f"Gates: {REG_FIT.text()}; {REG_FELL.text()} and {GAMMA_MOVED.text()}; {ERR.text()}",

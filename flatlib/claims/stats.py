@@ -52,6 +52,36 @@ def mde_paired(sd: float, n_seeds: int, alpha: float = ALPHA, power: float = POW
     return float((stats.t.ppf(1 - alpha, df) + stats.t.ppf(power, df)) * sd / math.sqrt(n_seeds))
 
 
+def mde_shared_test_set(only_a: Sequence[int], only_b: Sequence[int], n_test: int, diffs: Sequence[float],
+                        alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest mean difference δ of two error rates (a fraction) detectable when the two arms are
+    paired by seed and every model is scored on the SAME ``n_test`` images.
+
+    Per seed s the image-level (McNemar) variance of the error difference is
+    v_s = ((b_s + c_s)/n − ((b_s − c_s)/n)²)/n, with b_s, c_s the images only arm A / only arm B gets
+    right: two models on one test set disagree on few images, so this is far below the 2p(1−p)/n of
+    two independent test sets. The images are shared by all seeds, so v_s does not average out over
+    seeds; its mean over seeds bounds the image variance of the seed-mean difference (variance of a mean
+    ≤ mean of variances). Plus the spread s²/k of the k per-seed differences (``diffs``, fractions):
+
+        δ_obs = (z_{1−α/2} + z_power) · √( mean_s v_s + s²/k ).
+
+    An effect δ needs at least δ·n discordant images, whose McNemar variance is δ(1−δ)/n; so δ is never
+    below the root of δ = z·√(δ(1−δ)/n + s²/k) (arms that barely disagree do not make tiny effects
+    detectable). Returns max(δ_obs, that root).
+    """
+    b, c, d = (np.asarray(v, dtype=float) for v in (only_a, only_b, diffs))
+    if not (len(b) == len(c) == len(d)) or len(d) == 0:
+        raise ValueError(f"need equal, non-empty per-seed arrays; got {len(b)}, {len(c)}, {len(d)}")
+    z2 = z_factor(alpha, power) ** 2
+    v = ((b + c) / n_test - ((b - c) / n_test) ** 2) / n_test
+    seed_var = float(np.var(d, ddof=1)) / len(d) if len(d) > 1 else 0.0
+    observed = math.sqrt(z2 * (float(v.mean()) + seed_var))
+    q = 1 + z2 / n_test  # δ²·q − δ·z²/n − z²·s²/k = 0
+    floor = (z2 / n_test + math.sqrt((z2 / n_test) ** 2 + 4 * q * z2 * seed_var)) / (2 * q)
+    return max(observed, floor)
+
+
 @dataclasses.dataclass(frozen=True)
 class PairedTest:
     """Per-seed differences treatment − control, and the two paired tests of their sign."""

@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -157,6 +158,17 @@ def _regularized(p: RegularizerParams, plain: TrainConfig, beta: float) -> Train
                                                      "start_epoch": min(plain.milestones)})
 
 
+def regularized_phase(cfg: TrainConfig) -> list[tuple[float, int]]:
+    """(lr, SGD steps) of each constant-lr stretch during which ``cfg``'s regularizer is on (from
+    ``rule_kwargs["start_epoch"]`` to the end; multistep schedule, every batch of an epoch one step):
+    how long Algorithm 1 acts, and at which step sizes."""
+    steps_per_epoch = math.ceil(dataset_for(cfg).n_train / cfg.batch_size)
+    start = cfg.rule_kwargs.get("start_epoch", 0)
+    edges = [start, *[m for m in sorted(cfg.milestones) if start < m < cfg.epochs], cfg.epochs]
+    return [(cfg.lr * cfg.lr_factor ** sum(m <= a for m in cfg.milestones), (b - a) * steps_per_epoch)
+            for a, b in zip(edges, edges[1:]) if b > a]
+
+
 def regularizer_configs(p: RegularizerParams, betas: dict[str, float] | None = None
                         ) -> list[tuple[str, str, bool, TrainConfig]]:
     """(dataset, model, regularized, config) for every pair × arm × seed; β per pair from ``betas``
@@ -239,23 +251,54 @@ def final_fisher_reg(model: torch.nn.Module, cfg: TrainConfig, *, alpha: float, 
     return sum(vals) / len(vals)
 
 
+def _tree_norm(tree: dict[str, torch.Tensor]) -> float:
+    return float(torch.sqrt(sum(v.double().pow(2).sum() for v in tree.values())))
+
+
+def final_gradient_ratio(model: torch.nn.Module, cfg: TrainConfig, *, alpha: float, beta: float, num_subbatches: int,
+                         batch_size: int) -> float:
+    """β‖∇R_α(w)‖ / ‖∇L(B, w)‖ at the final weights (``flatlib.train.rules.fisher.fisher_gradients``, the
+    first-order gradient Algorithm 1 steps on), the median over the consecutive batches of the un-augmented
+    training set (eval mode; batches as ``final_fisher_reg``): how strongly the regularizer pulls against the
+    loss at the end of training."""
+    from flatlib.train.rules.fisher import fisher_gradients
+
+    x, y = split_tensors(dataset_for(cfg), "train", device=next(model.parameters()).device)
+    batch_size = min(batch_size, len(x) - len(x) % num_subbatches)
+    was = model.training
+    model.eval()
+    ratios = []
+    for i in range(0, len(x) - batch_size + 1, batch_size):
+        gl, gr = fisher_gradients(model, F.cross_entropy, x[i:i + batch_size], y[i:i + batch_size], alpha=alpha,
+                                  num_subbatches=num_subbatches)
+        ratios.append(beta * _tree_norm(gr) / _tree_norm(gl))
+    model.train(was)
+    return float(np.median(ratios))
+
+
 def run_regularizer(p: RegularizerParams) -> pd.DataFrame:
     """Train both arms of every pair; one row per model with test error, γ̂ (official protocol, FIM-T3),
-    R_α of the final weights, and the per-image test correctness."""
+    R_α of the final weights and β‖∇R_α‖/‖∇L‖ there (the pair's β for both arms), and the per-image test
+    correctness."""
     store = Store(p.profile)
     runs = regularizer_configs(p, chosen_betas(beta_search(p, store)))
     results = train_all([c for *_, c in runs], store, desc="FIM-T1")
+    beta = {(d, m): cfg.rule_kwargs["beta"] for d, m, reg, cfg in runs if reg}
     rows = []
     for (dataset, model, reg, cfg), res in zip(runs, results):
         m = measure(cfg, store, n_prime=p.n_prime, num_subsets=p.num_subsets, logit_norm=p.logit_norm,
                     bn_mode="train-chunks", sampling=p.sampling, convention="official", metrics=("log_det",))
         spec = {"alpha": p.alpha, "num_subbatches": p.num_subbatches, "batch_size": cfg.batch_size}
-        ev = evaluation(cfg, store, extra={"fisher_reg": (spec, lambda mdl, c: final_fisher_reg(mdl, c, **spec))})
+        pull = {**spec, "beta": beta[dataset, model]}
+        ev = evaluation(cfg, store, extra={
+            "fisher_reg": (spec, lambda mdl, c: final_fisher_reg(mdl, c, **spec)),
+            "grad_ratio": ({**pull, "what": "beta |grad R| / |grad L|"},
+                           lambda mdl, c: final_gradient_ratio(mdl, c, **pull))})
         rows.append({"dataset": dataset, "model": model, "regularizer": "with" if reg else "without", "seed": cfg.seed,
                      "beta": cfg.rule_kwargs["beta"] if reg else None,
                      "test_error": res.summary["test_error"], "train_error": res.summary["train_error"],
                      "n_test": res.summary["n_test"], "train_loss": res.summary["train_loss"],
-                     "fisher_reg": ev["fisher_reg"], "test_correct": ev["test_correct"],
+                     "fisher_reg": ev["fisher_reg"], "grad_ratio": ev["grad_ratio"], "test_correct": ev["test_correct"],
                      "log_det": m["log_det"]["value"], "log_det_se": m["log_det"]["stderr"]})
     return pd.DataFrame(rows)
 
@@ -265,14 +308,15 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def comparison(frame: pd.DataFrame, col: str) -> pd.DataFrame:
-    """Per (dataset, model): ``col`` without and with the regularizer (mean ± std), the difference and
-    its standard error √(s₁²/n₁ + s₂²/n₂), and whether it is lower with the regularizer by more than that."""
+    """Per (dataset, model): ``col`` without and with the regularizer (mean ± std over seeds), the mean of the
+    per-seed differences with − without (the arms share seeds), its standard error s_d/√k over the k seed
+    pairs, and whether it is lower with the regularizer by more than that."""
     rows = []
     for (dataset, model), g in frame.groupby(["dataset", "model"], sort=False):
-        a = g.loc[g["regularizer"] == "without", col].to_numpy(dtype=float)
-        b = g.loc[g["regularizer"] == "with", col].to_numpy(dtype=float)
-        diff = b.mean() - a.mean()
-        se = math.sqrt((a.var(ddof=1) / len(a) if len(a) > 1 else 0.0) + (b.var(ddof=1) / len(b) if len(b) > 1 else 0.0))
+        arms = g.pivot_table(index="seed", columns="regularizer", values=col)
+        a, b = arms["without"].dropna().to_numpy(float), arms["with"].dropna().to_numpy(float)
+        d = (arms["with"] - arms["without"]).dropna().to_numpy(float)
+        diff, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
         rows.append({"dataset": dataset, "model": model, "without": _fmt(a.mean(), a.std(ddof=1) if len(a) > 1 else 0.0),
                      "with": _fmt(b.mean(), b.std(ddof=1) if len(b) > 1 else 0.0), "Δ (with − without)": diff,
                      "s.e. of Δ": se, "lower with reg.": bool(diff < 0 and -diff > se)})

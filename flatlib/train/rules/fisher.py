@@ -131,6 +131,24 @@ def fisher_regularizer(model: nn.Module, criterion: Criterion, x: torch.Tensor, 
     return (l1 - l2).mean()
 
 
+def fisher_gradients(model: nn.Module, criterion: Criterion, x: torch.Tensor, y: torch.Tensor, *,
+                     alpha: float = 1e-4, num_subbatches: int = 8, batched: bool = True) -> tuple[Tree, Tree]:
+    """(∇L(B, w), ∇R_α(w)) at the model's weights, without side effects: ∇R_α to first order as Algorithm 1
+    takes it (no gradient through g_i), (1/M) Σ_i [g_i − ∇L(B_i, w − α g_i)], and ∇L(B, w) = (1/M) Σ_i g_i,
+    exact for equal sub-batches without batch coupling (call it with BatchNorm in eval mode). Their norms
+    tell how strongly β R_α pulls against the loss."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    loss = _SubBatchLoss(model, criterion, names)
+    params = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    xs, ys = _split(x.contiguous(), num_subbatches), _split(y, num_subbatches)
+    g, _ = map_subbatches(grad_and_value(loss), (None, 0, 0, 0), params, _stacked_buffers(model, num_subbatches),
+                          xs, ys, batched=batched)
+    pert = {n: params[n] - alpha * g[n] for n in names}
+    g2, _ = map_subbatches(grad_and_value(loss), (0, 0, 0, 0), pert, _stacked_buffers(model, num_subbatches), xs, ys,
+                           batched=batched)
+    return {n: g[n].mean(0) for n in names}, {n: (g[n] - g2[n]).mean(0) for n in names}
+
+
 class FisherRule(UpdateRule):
     """FIM Algorithm 1: step on ∇[L(B, w) + β R_α(w)] (ICLR draft: clipped to global norm ``clip_tau``).
 
