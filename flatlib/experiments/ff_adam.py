@@ -14,10 +14,11 @@ hidden layers). Dropout is off in the Hessian either way. 30 epochs, averaging f
 93.9 % train accuracy, below the "trained" gate; in 30 it reaches ≥ 98 %.
 
 The accuracy half of both claims cannot be resolved on digits: the non-inferiority bound's
-half-width 1.645·√(2·p(1−p)/n_test + SD²/seeds) (`NonInferior`) is ≥ 1.6 points from the 360 test
-images alone at p ≈ 2–3 % error, whatever the seed count; a 1-point margin needs n_test ≳ 2,000 at
-3 % error, and the seed spread of the Adam+IA − SGD error differences (SD 1.5–2.1 points over 3
-seeds at 20 epochs) alone needs 7–12 seeds. The chapter page states this.
+half-width 1.645·√(2·p(1−p)/n_test + SD²/seeds) (`NonInferior`) is 2.3–2.6 points from the 360 test
+images alone at the SGD arms' 3.6–4.7 % error, whatever the seed count; a 1-point margin needs
+n_test ≈ 1,900–2,400 (the digits hold 1,797 images in all), and the seed spread of the Adam+IA − SGD
+error differences (SD 1.6 / 2.0 points over 3 seeds) alone needs 7 / 11 seeds. The chapter page
+states this.
 """
 from __future__ import annotations
 
