@@ -28,6 +28,7 @@ EMBEDDED_CASES = {  # name: (options, x_train shape, x_test shape, dtype)
     "mnist1d": ({"num_samples": 500}, (400, 40), (100, 40), torch.float32),
     "digits": ({}, (1437, 1, 8, 8), (360, 1, 8, 8), torch.float32),
     "mnist5k": ({}, (4000, 1, 28, 28), (1000, 1, 28, 28), torch.uint8),
+    "mnist5k14": ({}, (4000, 1, 14, 14), (1000, 1, 14, 14), torch.float32),  # FF-F3 default: mnist5k pooled 2×2
     "blobs": ({}, (4000, 20), (10000, 20), torch.float32),  # FF-F1/F2 default stand-in for MNIST
 }
 

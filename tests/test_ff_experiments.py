@@ -119,10 +119,9 @@ def test_measure_curvature_matches_exact_hessian(tmp_path):
 
 
 # --- the default profile's design: weight decay at the paper's strength, stand-ins that train ------------------
-@pytest.mark.parametrize("name", ["ff_softmax", "ff_mlp", "ff_preresnet", "ff_wrn"])
+@pytest.mark.parametrize("name", ["ff_softmax", "ff_mlp", "ff_allcnnc", "ff_preresnet", "ff_wrn"])
 def test_default_weight_decay_acts_at_the_papers_strength(name):
-    """Σ lr·wd at the largest default weight decay is within a factor 2 of the paper run's (issue 16);
-    FF-F3's BN-free stand-in keeps the paper's coefficients (it collapses at the matched strength)."""
+    """Σ lr·wd at the largest default weight decay is within a factor 2 of the paper run's (issue 16)."""
     from flatlib.params import NOTEBOOKS
 
     p = NOTEBOOKS[name].resolve(profile="default")
@@ -156,11 +155,26 @@ def _short_run(cfg, epochs):
     return train(cfg.replace(epochs=epochs, device="cpu"), None).summary
 
 
-def test_allcnnc_stand_in_learns():
-    """The default All-CNN-C stand-in's training loss falls well below ln(10) in a short run (it sat at 2.30)."""
+@pytest.mark.parametrize("decay", ["none", "matched"])
+def test_allcnnc_stand_in_learns(decay):
+    """The default All-CNN-C stand-in's training loss falls well below ln(10) in a short run, without weight
+    decay and at the matched (largest) one: the 28×28 stand-in sat at 2.30, and BN-free nets collapse to
+    w = 0 at too large a coefficient."""
     p = ff.AllCNNCParams.resolve(profile="default")
-    cfg = p.plan()[0].replace(n_train=640, weight_decay=0.0)
+    wd = 0.0 if decay == "none" else max(p.weight_decays)
+    cfg = next(c for c in p.plan() if c.weight_decay == wd).replace(n_train=640)
     assert _short_run(cfg, 10)["train_loss"] < 0.5 * np.log(10)
+
+
+def test_mnist5k14_is_mnist5k_pooled():
+    """FF-F3's default data: each pixel is the mean of a 2×2 block of mnist5k's (scaled to [0, 1]), same split."""
+    from flatlib.data import load_dataset
+
+    big, small = load_dataset("mnist5k"), load_dataset("mnist5k14")
+    assert small.x_train.shape == (4000, 1, 14, 14) and small.x_test.shape == (1000, 1, 14, 14)
+    assert torch.equal(small.y_train, big.y_train) and torch.equal(small.y_test, big.y_test)
+    blocks = big.x_test[:5].double().reshape(5, 1, 14, 2, 14, 2) / 255
+    torch.testing.assert_close(small.x_test[:5].double(), blocks.mean((3, 5)), rtol=0, atol=1e-6)
 
 
 def test_vgg_stand_in_learns():

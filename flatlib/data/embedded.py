@@ -94,6 +94,17 @@ def mnist5k(*, seed: int = 0, n_test: int = 1000) -> ArrayDataset:
     return _stratified("mnist5k", x, torch.from_numpy(table[:, -1].astype(np.int64)), 10, n_test, seed)
 
 
+def mnist5k14(*, seed: int = 0, n_test: int = 1000) -> ArrayDataset:
+    """``mnist5k`` average-pooled 2×2 to ``(N, 1, 14, 14)`` float32 in [0, 1], the same split.
+
+    A quarter of the pixels (and of a convolution's cost) of ``mnist5k``, still large enough for
+    All-CNN-C's two stride-2 convolutions and its 'valid' 3×3 convolution (14 → 7 → 4 → 2).
+    """
+    ds = mnist5k(seed=seed, n_test=n_test)
+    x_train, x_test = (torch.nn.functional.avg_pool2d(x.float().div(255), 2) for x in (ds.x_train, ds.x_test))
+    return ArrayDataset.from_tensors("mnist5k14", x_train, ds.y_train, x_test, ds.y_test, 10)
+
+
 def _stratified(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                 test_size: float | int, seed: int) -> ArrayDataset:
     from sklearn.model_selection import train_test_split  # deferred: importing scikit-learn costs seconds
@@ -106,3 +117,4 @@ def _stratified(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
 from .blobs import blobs  # noqa: E402  (FF-F1/F2 stand-in for MNIST)
 
 EMBEDDED = {"toy": toy, "mnist1d": mnist1d, "digits": digits, "mnist5k": mnist5k, "blobs": blobs}
+EMBEDDED["mnist5k14"] = mnist5k14
