@@ -144,11 +144,18 @@ def test_x1_a_significant_gain_did_not_hold_and_noise_held():
 
 def test_pof_acted_gate_needs_both_the_features_and_lambda1_to_move():
     class P:
-        batch_size, post_epochs, pof_lr, weight_decay = 128, [3, 15], 1.6e-4, 5e-4
+        batch_size, post_epochs, pof_lr, weight_decay, num_minibatches = 128, [3, 15], 1.6e-4, 5e-4, 400
 
     g = pd.DataFrame({"seed": [0, 1], "n_train": [4000, 4000], "phi_change": [1e-2, 1e-2],
-                      "lambda1_sam": [10.0, 10.0], "lambda1_pof": [8.0, 7.0]})
-    assert claims.pof_acted(g, P).passed
+                      "lambda1_sam": [10.0, 10.0], "lambda1_pof": [8.0, 7.0], "phi_change_sam": [1e-4, 2e-4],
+                      "phi_change_d2": [3e-2, 3e-2], "grad_pof": [0.5, 0.25], "grad_sgd": [0.01, 0.01],
+                      "phi_norm": [100.0, 50.0]})
+    gate = claims.pof_acted(g, P)
+    assert gate.passed
+    # the context (no gate): ‖ḡ_PoF‖/(λ‖φ‖) = 0.5/0.05 = 10 and 0.25/0.025 = 10; 0.01/0.05 = 0.2, 0.01/0.025 = 0.4;
+    # PoF's floor after Δ₂ = 15 epochs of 32 steps: 10·1.6e-4·5e-4·480/0.1 = 3.84e-3
+    assert "is 10, 10× weight decay's pull" in gate.detail and "0.2, 0.4×" in gate.detail
+    assert "(T = 480)" in gate.detail and "floor 0.0038" in gate.detail
     assert not claims.pof_acted(g.assign(lambda1_pof=[10.0, 10.01]), P).passed   # λ1 unchanged
     assert not claims.pof_acted(g.assign(phi_change=[1e-6, 1e-2]), P).passed      # φ did not move in one seed
 
@@ -167,3 +174,45 @@ def json_round_trip(d):
     import json
 
     return json.loads(json.dumps(d))
+
+
+def test_pof_gradient_is_the_update_rules_feature_gradient():
+    """`pof_gradient` on one (B, B̃) pair equals −Δφ of one PoF step (plain SGD, lr 1, the same B, B̃ and γ), which
+    tests/test_pof.py checks against a hand-written Eq. 5; with γ_max = 0 it equals the unperturbed gradient."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from flatlib.experiments.pof_common import random_batches
+    from flatlib.experiments.pof_images import PoFImagesParams, pof_gradient
+    from flatlib.models.base import FeatureClassifier
+    from flatlib.train.rules import StepContext, build_rule
+
+    torch.manual_seed(0)
+    model = FeatureClassifier(nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.Tanh()), nn.Linear(6, 3))
+    with torch.no_grad():
+        model.classifier.weight.mul_(3.0)  # a trained-looking classifier: the line search finds a rise
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 5, generator=g), torch.randint(0, 3, (64,), generator=g)
+    p = PoFImagesParams.resolve(profile="smoke", num_minibatches=1, batch_size=16, search_batch_size=8)
+    got = pof_gradient(model, (x, y), p, seed=3)
+
+    (xb, yb), = random_batches(x, y, 8, 1, 3 + 5)
+    (xt, yt), = random_batches(x, y, 16, 1, 3 + 6)
+    gamma = p.gamma_max * torch.rand(1, generator=torch.Generator().manual_seed(3 + 4), dtype=torch.float64)[0]
+    m = copy.deepcopy(model).double()
+    rule = build_rule("pof", gamma="fixed", gamma_max=float(gamma), search_batch_size=8)
+    opt = torch.optim.SGD(rule.trainable(m), lr=1.0)
+    before = torch.cat([q.detach().reshape(-1).clone() for q in m.features.parameters()])
+    ctx = StepContext(m, opt, F.cross_entropy, draw_batch=lambda: (xb.double(), yb))
+    rule.step(ctx, xt.double(), yt)
+    assert float(ctx.logs["pof_rejected"][0]) == 0.0 and float(ctx.logs["pof_perturbation"][0]) > 0
+    after = torch.cat([q.detach().reshape(-1) for q in m.features.parameters()])
+    assert got["grad_pof"] == pytest.approx(float((before - after).norm()), rel=1e-6)  # γ is float32 in the rule
+    assert got["phi_norm"] == pytest.approx(float(before.norm()), rel=1e-12)
+    assert got["grad_pof"] != pytest.approx(got["grad_sgd"], rel=1e-3)
+
+    flat0 = pof_gradient(model, (x, y), PoFImagesParams.resolve(profile="smoke", num_minibatches=1, batch_size=16,
+                                                                search_batch_size=8, gamma_max=0.0), seed=3)
+    assert flat0["grad_pof"] == pytest.approx(flat0["grad_sgd"], rel=1e-12)
+    assert flat0["grad_sgd"] == pytest.approx(got["grad_sgd"], rel=1e-12)

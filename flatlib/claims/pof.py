@@ -95,13 +95,36 @@ def _steps(n_train: int, batch_size: int, epochs: int) -> int:
 
 
 def pof_acted(g: pd.DataFrame, p: Any) -> Gate:
-    """The image pipeline's acted gate: ‖Δφ‖/‖φ‖ ≥ the decay floor, and λ1 (classifier block) changed ≥ 1 %."""
+    """The image pipeline's acted gate: ‖Δφ‖/‖φ‖ ≥ the decay floor, and λ1 (classifier block) changed ≥ 1 %.
+    Its detail adds (no gate) what sets ‖Δφ‖: `acted_context`."""
     steps = _steps(int(g["n_train"].min()), p.batch_size, min(p.post_epochs))
     phi = Moved(decay_floor(p.pof_lr, p.weight_decay, 0.9, steps),
                 f"the feature-extractor weights ‖Δφ‖/‖φ‖ (PoF@E+Δ₁ vs SAM@E; floor {ACTED_FACTOR:g}× weight decay's "
                 f"shrinkage ηλT/(1−μ) over T = {steps} steps)")
     lam = ((g["lambda1_pof"] - g["lambda1_sam"]) / g["lambda1_sam"]).to_numpy()
-    return both(phi.gate(g["phi_change"].to_numpy()), LAMBDA1_MOVED.gate(lam))
+    gate = both(phi.gate(g["phi_change"].to_numpy()), LAMBDA1_MOVED.gate(lam))
+    return Gate(gate.passed, f"{gate.detail}. {acted_context(g, p)}")
+
+
+def _per_seed(values: Any) -> str:
+    return ", ".join(f"{v:.2g}" for v in values)
+
+
+def acted_context(g: pd.DataFrame, p: Any) -> str:
+    """What sets PoF's ‖Δφ‖ (reported beside the acted gate, never a gate): PoF's mean φ-gradient at SAM@E against
+    weight decay's pull λ‖φ‖ and against the unperturbed gradient (`pof_images.pof_gradient`: a steady gradient ḡ
+    moves φ by ηT‖ḡ‖/(1 − μ), weight decay by ηλT‖φ‖/(1 − μ), so the floor asks ‖ḡ‖ ≳ ACTED_FACTOR·λ‖φ‖ whatever
+    η and T), SAM continued's ‖Δφ‖/‖φ‖ over the same Δ₁, and PoF's after Δ₂ against its own floor."""
+    n_train, d2 = int(g["n_train"].min()), max(p.post_epochs)
+    steps2 = _steps(n_train, p.batch_size, d2)
+    moved = (f"‖Δφ‖/‖φ‖ of SAM continued over Δ₁: {_per_seed(g['phi_change_sam'])}; of PoF after Δ₂ = {d2} epochs "
+             f"(T = {steps2}): {_per_seed(g['phi_change_d2'])} (floor {decay_floor(p.pof_lr, p.weight_decay, 0.9, steps2):.2g})")
+    if p.weight_decay == 0:
+        return f"For comparison (no gate): {moved}"
+    pull = p.weight_decay * g["phi_norm"]
+    return (f"For comparison (no gate): PoF's mean φ-gradient (Eq. 5, {p.num_minibatches} mini-batch pairs at SAM@E) is "
+            f"{_per_seed(g['grad_pof'] / pull)}× weight decay's pull λ‖φ‖ per seed (with the unperturbed classifier: "
+            f"{_per_seed(g['grad_sgd'] / pull)}×); the φ floor asks ≈ {ACTED_FACTOR:g}× for any lr and Δ₁; {moved}")
 
 
 def finetune_acted(theta_change: np.ndarray, loss_change: np.ndarray, floor: float) -> Gate:

@@ -8,7 +8,8 @@ after PoF@E+Δ₁ (X1). The schedule keeps the paper's relations: milestones at 
 The measurement step (cached per seed in the store, so a rebuild needs no checkpoint) also records what the
 gates need: ‖Δφ‖/‖φ‖ of PoF's feature extractor, λ1 of the classifier-block training Hessian before and
 after PoF, the fine-tune's classifier change and training loss, and per-image test correctness (a hex bit
-string per model) for McNemar's test.
+string per model) for McNemar's test; and, beside the acted gate, what sets PoF's ‖Δφ‖: its mean φ-gradient at
+SAM@E against weight decay's pull (`pof_gradient`), and how far SAM continued and PoF after Δ₂ moved φ.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import grad, jvp
+from torch.func import functional_call, grad, jvp
 
 from flatlib.train.config import TrainConfig
 from flatlib.curvature import HessianOperator, lanczos
@@ -37,7 +38,8 @@ from flatlib._torch import bn_stats_frozen
 from flatlib.store import Store
 
 LANCZOS_ITERS, LANCZOS_TOL = 40, 1e-3   # λ1 of the classifier block, converged to 1e-3 (relative)
-MEASURES_VERSION = 2  # 2: acted-gate quantities and per-image correctness (1: F5/F6 only)
+MEASURES_VERSION = 3  # 3: PoF's mean φ-gradient, φ moves at Δ₂ and by SAM (2: acted-gate quantities, per-image
+                      # correctness; 1: F5/F6 only)
 
 
 @notebook("pof_images")
@@ -208,16 +210,52 @@ def classifier_lambda1(model: nn.Module, train: tuple[Tensor, Tensor]) -> float:
     return float(lanczos(H, k=1, num_iters=LANCZOS_ITERS, tol=LANCZOS_TOL).eigenvalues[0])
 
 
+def pof_gradient(model: nn.Module, train: tuple[Tensor, Tensor], p: PoFImagesParams, seed: int) -> dict[str, float]:
+    """The size of PoF's feature-extractor gradient (Eq. 5) at ``model``'s (φ, θ₀), beside the acted gate.
+
+    Over ``num_minibatches`` pairs (B, B̃) drawn as Algorithm 1 draws them (B of ``search_batch_size``, B̃ of
+    ``batch_size``, γ ~ U[0, γ_max]; float64, train-mode BN statistics with the buffers untouched, as the rule):
+
+        ḡ_PoF = mean ∂L_B̃(φ, θ₀ − γ ξ*_B ĝ_B)/∂φ,        ḡ₀ = mean ∂L_B̃(φ, θ₀)/∂φ  (the same B̃, no perturbation).
+
+    Returns ‖ḡ_PoF‖, ‖ḡ₀‖ and ‖φ‖. Over T steps of lr η and momentum μ a steady gradient ḡ moves φ by ηT‖ḡ‖/(1 − μ)
+    and weight decay λ by ηλT‖φ‖/(1 − μ), so ‖ḡ_PoF‖/(λ‖φ‖) is the acted gate's ratio (‖Δφ‖ over weight decay's
+    shrinkage) with η and T cancelled. Batch noise inflates the norm of a mean (in expectation): upper estimates.
+    """
+    m = double(model).train()
+    phi = [q for q in m.features.parameters() if q.requires_grad]
+    th0 = theta(m)
+    gammas = p.gamma_max * torch.rand(p.num_minibatches, generator=torch.Generator().manual_seed(seed + 4),
+                                      dtype=torch.float64)
+    pairs = zip(random_batches(*train, p.search_batch_size, p.num_minibatches, seed + 5),
+                random_batches(*train, p.batch_size, p.num_minibatches, seed + 6), gammas)
+    total = {"pof": torch.zeros((), dtype=torch.float64), "sgd": torch.zeros((), dtype=torch.float64)}
+    for (xb, yb), (x, y), gamma in pairs:
+        res, g, _ = minibatch_line_search(m, F.cross_entropy, features(m, xb.double(), train_bn=True), yb, th0)
+        with bn_stats_frozen(m):
+            f = m.features(x.double())
+        for key, th in (("pof", {k: th0[k] - gamma * res.step * g[k] for k in th0}), ("sgd", th0)):
+            gs = torch.autograd.grad(F.cross_entropy(functional_call(m.classifier, th, (f,)), y), phi, retain_graph=True)
+            total[key] = total[key] + torch.cat([q.reshape(-1) for q in gs])
+    norm = lambda v: float(v.norm() / p.num_minibatches)  # noqa: E731
+    return {"grad_pof": norm(total["pof"]), "grad_sgd": norm(total["sgd"]),
+            "phi_norm": float(torch.sqrt(sum((q.detach() ** 2).sum() for q in phi)))}
+
+
 def _full_loss(model: nn.Module, data: tuple[Tensor, Tensor]) -> float:
     m = double(model)
     with torch.no_grad():
         return float(F.cross_entropy(m(data[0].double()), data[1]))
 
 
-def gate_quantities(models: dict[str, nn.Module], data: dict[str, tuple[Tensor, Tensor]]) -> dict:
+def gate_quantities(models: dict[str, nn.Module], data: dict[str, tuple[Tensor, Tensor]], pof_d2: nn.Module) -> dict:
     """What the acted gates and McNemar need, for one seed: PoF's ‖Δφ‖/‖φ‖ (PoF@E+Δ₁ vs SAM@E), λ1 of the classifier
-    block before and after PoF, the fine-tune's ‖Δθ‖/‖θ‖ and full training losses, and per-image correctness."""
-    return {"phi_change": relative_change(models["SAM@E"].features, models["PoF@E+Δ₁"].features),
+    block before and after PoF, the fine-tune's ‖Δθ‖/‖θ‖ and full training losses, and per-image correctness.
+    For comparison (no gate): ‖Δφ‖/‖φ‖ from SAM@E of SAM continued (SAM@E+Δ₁) and of PoF after Δ₂ (``pof_d2``)."""
+    phi0 = models["SAM@E"].features
+    return {"phi_change": relative_change(phi0, models["PoF@E+Δ₁"].features),
+            "phi_change_sam": relative_change(phi0, models["SAM@E+Δ₁"].features),
+            "phi_change_d2": relative_change(phi0, pof_d2.features),
             "lambda1_sam": classifier_lambda1(models["SAM@E"], data["train"]),
             "lambda1_pof": classifier_lambda1(models["PoF@E+Δ₁"], data["train"]),
             "theta_change_finetune": relative_change(models["PoF@E+Δ₁"].classifier,
@@ -250,7 +288,8 @@ def measure_images(p: PoFImagesParams) -> dict[str, pd.DataFrame]:
             named = {"SAM@E": models["SAM"], "SAM@E+Δ₁": load_model(cfgs["SAM"], store, epoch=E + d1),
                      "PoF@E+Δ₁": models["PoF"], "PoF@E+Δ₁ + classifier": load_model(cfgs["PoF+classifier"], store)}
             return {"f5": rows, "f6": json.loads(perturbation_sizes(models, data["train"], p, seed).to_json(orient="records")),
-                    "gates": gate_quantities(named, data)}
+                    "gates": gate_quantities(named, data, load_model(cfgs["PoF"], store))
+                    | pof_gradient(models["SAM"], data["train"], p, seed)}
 
         spec = {"figure": "pof_images", "seed": seed, "runs": sorted(c.key() for c in cfgs.values()),
                 "measures_version": MEASURES_VERSION, **knobs(p)}
