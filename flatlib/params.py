@@ -2,7 +2,7 @@
 
 Each notebook has a ``Params`` dataclass registered under the notebook's name. Its
 ``parameters`` cell holds literals (``None`` = "take the profile's value"); the next cell
-calls ``notebook_params(name, globals())``, which rejects unknown names (e.g. a typo passed
+calls ``flatlib.pipeline.registry.notebook_params(name, globals())``, which rejects unknown names (e.g. a typo passed
 with ``papermill -p``), fills every ``None`` from the profile preset, and checks types,
 ranges and allowed values, raising a one-line ``ParameterError`` before any work starts.
 The same classes validate ``flatlib run -p`` and direct Python use (``Params.resolve``).
@@ -10,7 +10,6 @@ The same classes validate ``flatlib run -p`` and direct Python use (``Params.res
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import os
 import types
@@ -103,16 +102,6 @@ class Params:
                        for k, v in self.as_dict().items())
         return ('<table class="dataframe flatlib-params"><thead><tr><th style="text-align: left">parameter</th><th style="text-align: left">value</th></tr></thead>'
                 f"<tbody>{rows}</tbody></table>")
-
-
-def notebook_params(name: str, namespace: dict[str, Any]) -> Params:
-    """Resolve a notebook's parameters: see ``flatlib.pipeline.registry.notebook_params``.
-
-    Kept here because every notebook calls it by this name. The registry is looked up by module
-    name at call time: the parameter layer sits below the experiments and never imports them.
-    """
-    registry = importlib.import_module("flatlib.pipeline.registry")
-    return registry.notebook_params(name, namespace)
 
 
 def _check(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from flatlib.params import ParameterError, notebook_params
+from flatlib.params import ParameterError
+from flatlib.pipeline.registry import notebook_params
 from flatlib.train import ConfigError, TrainConfig, build_rule
 
 NAN, INF = float("nan"), float("inf")

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from flatlib.experiments.data_and_baselines import BaselineParams
-from flatlib.params import ParameterError, notebook_params
+from flatlib.params import ParameterError
+from flatlib.pipeline.registry import notebook_params
 
 
 def test_profile_fills_unset_values(monkeypatch):

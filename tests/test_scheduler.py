@@ -95,6 +95,24 @@ def test_parallel_workers_share_the_cpu_cores(monkeypatch):
     assert worker_env(None, workers=4)["OMP_NUM_THREADS"] == "7"
 
 
+def test_cpu_default_is_one_worker_per_core(monkeypatch):
+    """Without GPUs and without --jobs, run-all keeps every core busy: one single-thread worker per core
+    (measured: two threads per process on these small models cost about twice the CPU for the same wall time)."""
+    import argparse
+
+    import torch
+
+    from flatlib.pipeline.scheduler import _slots, worker_env
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert _slots(argparse.Namespace(gpus=None, jobs=None)) == [None] * 4
+    assert worker_env(None, len(_slots(argparse.Namespace(gpus=None, jobs=None))))["OMP_NUM_THREADS"] == "1"
+    assert _slots(argparse.Namespace(gpus="0,1", jobs=None)) == ["0", "1"]
+    assert _slots(argparse.Namespace(gpus=None, jobs=3)) == [None] * 3
+
+
 def test_runs_take_the_next_free_gpu():
     """Runs of unequal length on fake GPU slots: a GPU never holds two runs, so none idles while another is doubled."""
     import threading

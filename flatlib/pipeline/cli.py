@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run-all", help="run every notebook's experiments, then execute the notebooks")
     p.add_argument("--profile", choices=PROFILES, required=True)
     p.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: all visible)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: one per GPU, else 1)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: one per GPU, else one per CPU core, one thread each)")
     p.add_argument("--only", default=None, help="only notebooks whose name contains this pattern")
     p.add_argument("--exclude", default=None, help="skip notebooks whose name contains this pattern")
     p.add_argument("--executor", choices=("local", "slurm"), default="local")

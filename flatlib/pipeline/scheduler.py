@@ -157,7 +157,7 @@ def _slots(args: argparse.Namespace) -> list[str | None]:
         import torch
 
         gpus = [str(i) for i in range(torch.cuda.device_count())]
-    jobs = args.jobs or max(len(gpus), 1)
+    jobs = args.jobs or len(gpus) or (os.cpu_count() or 1)
     return [gpus[i % len(gpus)] if gpus else None for i in range(jobs)]
 
 
@@ -169,6 +169,7 @@ def run_all(args: argparse.Namespace) -> int:
     owner = {c.key(): name for name, cfgs in plans(args.profile, args.only).items() for c in cfgs
              if not (exclude and exclude in name)}
     failed: list[str] = []
+    slots = _slots(args)
     print(f"run-all {args.profile}: {len(pending)} runs to train ({store.dir})", flush=True)
     bar = tqdm(total=len(pending), desc="runs", disable=disable(bool(pending)))
     if args.executor == "slurm":
@@ -189,7 +190,6 @@ def run_all(args: argparse.Namespace) -> int:
                           f"(logs: {job.paths.stdout})")
             bar.update()
     else:
-        slots = _slots(args)
         # parents first: a child waits on its parent's lock anyway, but this keeps workers busy
         def train_one(cfg: TrainConfig, gpu: str | None) -> tuple[TrainConfig, int, Path]:
             return _train_local(cfg, args.profile, gpu, store, len(slots))
@@ -204,12 +204,17 @@ def run_all(args: argparse.Namespace) -> int:
             bar.update()
     bar.close()
     if not args.no_notebooks:
+        # on a GPU box the notebooks share device 0: one at a time unless --jobs says otherwise; on the CPU one
+        # per core. The papermill kernels inherit this process's environment: each gets its share of the cores
+        kernels = args.jobs or (1 if any(s is not None for s in slots) else len(slots))
+        threads = worker_env(None, kernels)
+        os.environ.update({v: threads[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
         names = [n for n in notebooks() if not (args.only and args.only not in n) and not (exclude and exclude in n)]
         # notebooks whose runs are all stored are independent, except study_population, which may read every
         # other notebook's results (include_stored): it runs last, alone
         last = [n for n in names if n == "study_population"]
         for group in ([n for n in names if n not in last], last):
-            with ThreadPoolExecutor(max_workers=max(1, min(args.jobs or 1, len(group) or 1))) as pool:
+            with ThreadPoolExecutor(max_workers=max(1, min(kernels, len(group) or 1))) as pool:
                 futures = {pool.submit(execute, n, {"profile": args.profile}, executed_dir(args.profile) / f"{n}.ipynb",
                                        ): n for n in group}
                 for fut in as_completed(futures):
