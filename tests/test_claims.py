@@ -168,3 +168,13 @@ def test_fell_gate_needs_a_drop_in_every_seed():
     assert rule.gate([-0.5, -0.02]).passed
     assert not rule.gate([-0.5, -0.005]).passed and not rule.gate([0.5, -0.5]).passed and not rule.gate([]).passed
     assert "≥ 1e-02" in rule.text()
+
+
+def test_seeds_needed_is_the_smallest_resolving_count():
+    """seeds_needed(sd, effect) = n with mde_paired(n) ≤ effect < mde_paired(n − 1); None without a spread."""
+    from flatlib.claims.stats import mde_paired, seeds_needed
+
+    for sd, effect in [(0.53, 0.256), (1.0, 0.256), (0.1, 1.0), (2.0, 0.5)]:
+        n = seeds_needed(sd, effect)
+        assert mde_paired(sd, n) <= effect and (n == 2 or mde_paired(sd, n - 1) > effect)
+    assert seeds_needed(float("nan"), 0.3) is None and seeds_needed(1.0, 1e-6, most=50) is None

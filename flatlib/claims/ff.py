@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from flatlib.claims.rules import Detectable, Fit, Moved, NonInferior, PairedDirection, RatioBands, combine
-from flatlib.claims.stats import mde_paired, ratio_spread
+from flatlib.claims.stats import mde_paired, ratio_spread, seeds_needed
 from flatlib.claims.verdict import Claim, Claims, Gate, judge, not_applicable
 from flatlib.experiments.ff_curvature import paper_decay_integral
 from flatlib.reference import paper_number
@@ -73,8 +73,10 @@ def _sharper_and_no_worse(f: pd.DataFrame, by: str, treat: Any, ctrl: Any, lam_r
 
 def _resolvable(lam_log_ratios: np.ndarray, effect: float, acc_gate: Gate | None) -> Gate:
     sd = float(np.std(lam_log_ratios, ddof=1)) if len(lam_log_ratios) > 1 else float("nan")
+    need = seeds_needed(sd, effect)
     g = RESOLVE.gate(mde_paired(sd, len(lam_log_ratios)) if np.isfinite(sd) else math.inf, effect,
-                     f"paired t over {len(lam_log_ratios)} seeds")
+                     f"paired t over {len(lam_log_ratios)} seeds, SD {sd:.2g}; "
+                     + (f"{need} seeds would resolve the paper's effect" if need else "no seed count resolves it"))
     if acc_gate is None:
         return g
     return Gate(g.passed and acc_gate.passed, f"λ1: {g.detail}; accuracy: {acc_gate.detail}")

@@ -157,8 +157,11 @@ class NonInferior:
             (seed_sd ** 2 / n_seeds if n_seeds > 1 and np.isfinite(seed_sd) else 0.0)
             + 2 * (100 ** 2) * p * (1 - p) / n_test))
         ok = half < self.margin
-        return Gate(ok, f"test-error bound half-width {half:.2f} points (n = {n_test} test points, {n_seeds} seeds) "
-                        f"{'<' if ok else '≥'} the non-inferiority margin {self.margin:g} points")
+        # the test set that would bring the binomial term alone below the margin (with no seed spread)
+        images = math.ceil(2 * (100 ** 2) * p * (1 - p) * (st.norm.ppf(1 - self.alpha) / self.margin) ** 2)
+        return Gate(ok, f"test-error bound half-width {half:.2f} points (n = {n_test} test points, {n_seeds} seeds, "
+                        f"error {error_pct:.2g} %, seed SD {seed_sd:.2g} points) {'<' if ok else '≥'} the "
+                        f"non-inferiority margin {self.margin:g} points; the test set alone needs ≥ {images} images")
 
 
 @dataclasses.dataclass(frozen=True)

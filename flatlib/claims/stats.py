@@ -52,6 +52,18 @@ def mde_paired(sd: float, n_seeds: int, alpha: float = ALPHA, power: float = POW
     return float((stats.t.ppf(1 - alpha, df) + stats.t.ppf(power, df)) * sd / math.sqrt(n_seeds))
 
 
+def seeds_needed(sd: float, effect: float, most: int = 10_000, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """The fewest seeds whose paired-t minimum detectable effect (`mde_paired`) is at most ``effect``;
+    None if even ``most`` seeds do not suffice or the spread is unknown.
+
+    >>> seeds_needed(1.0, 1.0)
+    8
+    """
+    if not (np.isfinite(sd) and effect > 0):
+        return None
+    return next((n for n in range(2, most + 1) if mde_paired(sd, n, alpha, power) <= abs(effect)), None)
+
+
 def mde_shared_test_set(only_a: Sequence[int], only_b: Sequence[int], n_test: int, diffs: Sequence[float],
                         alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest mean difference δ of two error rates (a fraction) detectable when the two arms are
