@@ -152,6 +152,9 @@ class AllCNNCParams(WeightDecayParams):
     previous stand-in's paired log-λ1 spread (SD 0.16: an MDE of 0.37 over 3 seeds, 0.22 over 5, against
     the paper's smallest rise of 0.256); at the matched decay the spread is larger (SD 0.53 over 5
     seeds, with a mean rise of 3.8), which needs 29 seeds (~1,300 CPU-s) for that MDE: out of budget.
+    Not a stand-in to build on: a 29-seed run (commit e31e89a, reverted) left seeds 6 and 23 at chance in
+    both arms and 7 more seeds at 10–80 % train error in one or both arms, so its "trained" gate passes
+    over seeds 0–4 only by luck. The next step is a stand-in that trains in every seed.
     """
 
     CLAIMS = {"eval": ("FF-F3", ("lambda_1",))}
