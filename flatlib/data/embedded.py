@@ -116,5 +116,4 @@ def _stratified(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
 
 from .blobs import blobs  # noqa: E402  (FF-F1/F2 stand-in for MNIST)
 
-EMBEDDED = {"toy": toy, "mnist1d": mnist1d, "digits": digits, "mnist5k": mnist5k, "blobs": blobs}
-EMBEDDED["mnist5k14"] = mnist5k14
+EMBEDDED = {"toy": toy, "mnist1d": mnist1d, "digits": digits, "mnist5k": mnist5k, "mnist5k14": mnist5k14, "blobs": blobs}

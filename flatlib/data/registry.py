@@ -12,9 +12,7 @@ DATASETS = {**EMBEDDED, **PAPER_DATASETS}
 # training images of each dataset's official training split at its default size (what a run with
 # n_train=None sees), known without loading the data: for cost plans and schedule integrals
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "mnist": 60_000, "fashion_mnist": 60_000,
-                "toy": 2_000, "mnist1d": 4_000, "digits": 1_437, "mnist5k": 4_000}
-
-TRAIN_IMAGES["mnist5k14"] = TRAIN_IMAGES["mnist5k"]   # FF-F3's default data: mnist5k pooled to 14×14
+                "toy": 2_000, "mnist1d": 4_000, "digits": 1_437, "mnist5k": 4_000, "mnist5k14": 4_000}
 
 
 def load_dataset(name: str, *, root: str | Path | None = None, download: bool = False, seed: int = 0,

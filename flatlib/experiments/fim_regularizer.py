@@ -229,25 +229,30 @@ def chosen_betas(search: pd.DataFrame | None) -> dict[str, float] | None:
     return {r["pair"]: r["beta"] for _, r in search[search["chosen"]].iterrows()}
 
 
-def final_fisher_reg(model: torch.nn.Module, cfg: TrainConfig, *, alpha: float, num_subbatches: int,
-                     batch_size: int) -> float:
-    """R_α(w) (FIM Eq. 7) of the final weights, averaged over the un-augmented training set in
-    consecutive batches of ``batch_size`` (M sub-batches each, eval mode; a short last batch is dropped).
-    A training set smaller than one batch is taken as one batch of the largest multiple of M that fits."""
-    from flatlib.train.rules.fisher import fisher_regularizer
-
-    ds = dataset_for(cfg)
-    device = next(model.parameters()).device
-    x, y = split_tensors(ds, "train", device=device)
+def _training_batches(model: torch.nn.Module, cfg: TrainConfig, num_subbatches: int, batch_size: int):
+    """Consecutive batches of ``batch_size`` of the run's un-augmented training set on the model's device (a short
+    last batch dropped; a set smaller than one batch is one batch of the largest multiple of M that fits), with
+    the model in eval mode meanwhile."""
+    x, y = split_tensors(dataset_for(cfg), "train", device=next(model.parameters()).device)
     batch_size = min(batch_size, len(x) - len(x) % num_subbatches)
     if batch_size < num_subbatches:
         raise ValueError(f"R_α needs at least num_subbatches={num_subbatches} training images; {cfg.key()} has {len(x)}")
     was = model.training
     model.eval()
-    vals = [float(fisher_regularizer(model, F.cross_entropy, x[i:i + batch_size], y[i:i + batch_size], alpha=alpha,
-                                     num_subbatches=num_subbatches))
-            for i in range(0, len(x) - batch_size + 1, batch_size)]
-    model.train(was)
+    try:
+        yield from ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x) - batch_size + 1, batch_size))
+    finally:
+        model.train(was)
+
+
+def final_fisher_reg(model: torch.nn.Module, cfg: TrainConfig, *, alpha: float, num_subbatches: int,
+                     batch_size: int) -> float:
+    """R_α(w) (FIM Eq. 7) of the final weights, averaged over the un-augmented training set in
+    consecutive batches of ``batch_size`` (M sub-batches each, eval mode: `_training_batches`)."""
+    from flatlib.train.rules.fisher import fisher_regularizer
+
+    vals = [float(fisher_regularizer(model, F.cross_entropy, x, y, alpha=alpha, num_subbatches=num_subbatches))
+            for x, y in _training_batches(model, cfg, num_subbatches, batch_size)]
     return sum(vals) / len(vals)
 
 
@@ -258,21 +263,14 @@ def _tree_norm(tree: dict[str, torch.Tensor]) -> float:
 def final_gradient_ratio(model: torch.nn.Module, cfg: TrainConfig, *, alpha: float, beta: float, num_subbatches: int,
                          batch_size: int) -> float:
     """β‖∇R_α(w)‖ / ‖∇L(B, w)‖ at the final weights (``flatlib.train.rules.fisher.fisher_gradients``, the
-    first-order gradient Algorithm 1 steps on), the median over the consecutive batches of the un-augmented
-    training set (eval mode; batches as ``final_fisher_reg``): how strongly the regularizer pulls against the
-    loss at the end of training."""
+    first-order gradient Algorithm 1 steps on), the median over the batches of `_training_batches`: how
+    strongly the regularizer pulls against the loss at the end of training."""
     from flatlib.train.rules.fisher import fisher_gradients
 
-    x, y = split_tensors(dataset_for(cfg), "train", device=next(model.parameters()).device)
-    batch_size = min(batch_size, len(x) - len(x) % num_subbatches)
-    was = model.training
-    model.eval()
     ratios = []
-    for i in range(0, len(x) - batch_size + 1, batch_size):
-        gl, gr = fisher_gradients(model, F.cross_entropy, x[i:i + batch_size], y[i:i + batch_size], alpha=alpha,
-                                  num_subbatches=num_subbatches)
+    for x, y in _training_batches(model, cfg, num_subbatches, batch_size):
+        gl, gr = fisher_gradients(model, F.cross_entropy, x, y, alpha=alpha, num_subbatches=num_subbatches)
         ratios.append(beta * _tree_norm(gr) / _tree_norm(gl))
-    model.train(was)
     return float(np.median(ratios))
 
 
