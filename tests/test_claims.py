@@ -10,7 +10,7 @@ from scipy import stats
 
 from flatlib.claims import Gate, judge
 from flatlib.claims.rules import Detectable, Fit, Moved, NonInferior, PairedDirection, RatioBands
-from flatlib.claims.stats import binomial_se, mcnemar, mde_error_difference, paired
+from flatlib.claims.stats import binomial_se, mcnemar, mde_error_difference, paired, shared_test_set_variance
 from flatlib.claims.status import status_frame, status_html, tally
 from flatlib.claims.verdict import VERDICTS
 from flatlib.reference import paper_numbers, targets
@@ -98,14 +98,52 @@ def test_paired_rule_text_states_its_alpha_and_decides_by_it():
     assert "p < 0.05" in LAMBDA.text() and LAMBDA.decide(*RISE)[0] == "held"
 
 
-def test_noninferiority_rule_text_and_decision_share_the_margin():
+def _arms(n: int, only_t: int, only_c: int, both_wrong: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Correctness of two classifiers on n shared images: only_t right only for T, only_c only for C."""
+    t = np.ones(n, dtype=bool)
+    c = np.ones(n, dtype=bool)
+    c[:only_t] = False
+    t[only_t:only_t + only_c] = False
+    t[-both_wrong:] = c[-both_wrong:] = False
+    return t, c
+
+
+def test_noninferiority_decides_on_both_sides_of_the_margin():
     rule = NonInferior(1.0, "wd", "no wd")
-    assert "below 1 points" in rule.text()
-    ok, ub = rule.decide([0.0, 0.1, -0.1], 5.0, 100_000)
-    assert ok and ub < 1.0
-    assert not rule.decide([2.0, 2.1, 1.9], 5.0, 100_000)[0]
-    assert not rule.resolvable(5.0, 360, 0.5, 3).passed   # 360 test images cannot exclude a 1-point loss
-    assert rule.resolvable(5.0, 100_000, 0.1, 3).passed
+    assert "below 1 points" in rule.text() and "above 1 points" in rule.text()
+    same = rule.excess(*zip(*[_arms(10_000, 20, 22), _arms(10_000, 25, 20), _arms(10_000, 18, 21)]))
+    assert same.mean == pytest.approx(100 * (2 - 5 + 3) / 10_000 / 3)
+    assert rule.decide(same) == "held" and rule.gate(same).passed
+    worse = rule.excess(*zip(*[_arms(10_000, 10, 310), _arms(10_000, 12, 330), _arms(10_000, 8, 290)]))
+    assert worse.lower > 1.0 and rule.decide(worse) == "did not hold" and rule.gate(worse).passed
+    # 360 images, 1 point worse on average: the interval straddles the margin, so nothing is decided
+    near = rule.excess(*zip(*[_arms(360, 3, 7, 5), _arms(360, 4, 7, 5), _arms(360, 2, 6, 5)]))
+    assert near.lower < 1.0 < near.upper and rule.decide(near) is None
+    gate = rule.gate(near)
+    assert not gate.passed and "straddle" in gate.detail and "test images" in gate.detail
+
+
+def test_shared_test_set_variance_is_calibrated():
+    """McNemar's image variance of one error difference against Monte Carlo over many test sets."""
+    rng = np.random.default_rng(0)
+    n, p_only_t, p_only_c = 500, 0.02, 0.05
+    cells = rng.multinomial(n, [p_only_t, p_only_c, 1 - p_only_t - p_only_c], size=40_000)
+    diffs = (cells[:, 1] - cells[:, 0]) / n
+    predicted = shared_test_set_variance(*([v] for v in _arms(n, int(p_only_t * n), int(p_only_c * n))))
+    assert np.var(diffs) == pytest.approx(predicted, rel=0.03)
+    assert predicted < 2 * 0.05 * 0.95 / n  # far below two independent test sets' binomial variance
+
+
+def test_resolvable_gate_accepts_a_resolved_sign_only_when_asked():
+    lam = paired(np.log([8.0, 9.0, 12.0]), np.log([1.0, 1.0, 1.0]))
+    assert lam.t_pvalue < 0.05
+    powered_only, either = Detectable("(log λ1)"), Detectable("(log λ1)", or_significant=True)
+    assert not powered_only.gate(5.0, 0.25, "3 seeds", lam).passed
+    gate = either.gate(5.0, 0.25, "3 seeds", lam)
+    assert gate.passed and "resolved the sign" in gate.detail
+    noisy = paired(np.log([8.0, 0.5, 3.0]), np.log([1.0, 1.0, 1.0]))
+    assert noisy.t_pvalue > 0.05 and not either.gate(5.0, 0.25, "3 seeds", noisy).passed
+    assert "either way" in either.text() and "either way" not in powered_only.text()
 
 
 def test_paired_statistics_agree_with_scipy():

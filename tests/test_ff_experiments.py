@@ -155,14 +155,14 @@ def _short_run(cfg, epochs):
     return train(cfg.replace(epochs=epochs, device="cpu"), None).summary
 
 
-@pytest.mark.parametrize("decay", ["none", "matched"])
-def test_allcnnc_stand_in_learns(decay):
+@pytest.mark.parametrize("decay,seed", [("none", 0), ("matched", 0), ("none", 6), ("none", 23)])
+def test_allcnnc_stand_in_learns(decay, seed):
     """The default All-CNN-C stand-in's training loss falls well below ln(10) in a short run, without weight
     decay and at the matched (largest) one: the 28×28 stand-in sat at 2.30, and BN-free nets collapse to
-    w = 0 at too large a coefficient."""
+    w = 0 at too large a coefficient. Seeds 6 and 23 stayed at chance with DeepOBS' ReLU on the class maps."""
     p = ff.AllCNNCParams.resolve(profile="default")
     wd = 0.0 if decay == "none" else max(p.weight_decays)
-    cfg = next(c for c in p.plan() if c.weight_decay == wd).replace(n_train=640)
+    cfg = next(c for c in p.plan() if c.weight_decay == wd).replace(n_train=640, seed=seed)
     assert _short_run(cfg, 10)["train_loss"] < 0.5 * np.log(10)
 
 

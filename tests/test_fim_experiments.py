@@ -18,6 +18,7 @@ from flatlib.claims import fim as fim_claims
 from flatlib.experiments import fim_imagenet as imnet
 from flatlib.experiments import fim_regularizer as reg
 from flatlib.experiments import fim_scenarios as fim
+from flatlib.experiments.evaluation import clean_training_set, correct_vector, evaluation
 from flatlib.reference import paper_numbers
 from flatlib.params import ParameterError
 from flatlib.store import Store
@@ -121,7 +122,7 @@ def test_t1_table_puts_paper_numbers_in_paper_columns_only():
 @pytest.mark.parametrize("cls, profile, n", [
     (fim.ConfusionParams, "smoke", 4), (fim.ConfusionParams, "default", 30), (fim.ConfusionParams, "paper", 30),
     (fim.AugmentationParams, "default", 20), (fim.AugmentationParams, "paper", 20),
-    (fim.BatchSizeParams, "default", 20), (fim.BatchSizeParams, "paper", 20),
+    (fim.BatchSizeParams, "default", 40), (fim.BatchSizeParams, "paper", 20),
     # smoke: 2 β-search runs + 2 plain arms; default: 9 β + 5 plain arms; paper: 7 pairs × 9 β + 35 plain arms
     # (the regularized arms join the plan once the search is stored:
     # test_beta_search_chooses_the_lowest_validation_error)
@@ -237,7 +238,7 @@ def test_measure_uses_clean_rows_and_is_cached(tmp_path):
                       batch_size=32, epochs=1, lr=0.05, seed=3, progress=False)
     store = Store("smoke", tmp_path)
     train(cfg, store)
-    x, y = fim.clean_training_set(cfg)
+    x, y = clean_training_set(cfg)
     ds = dataset_for(cfg)
     assert len(x) == 48 and torch.equal(y, ds.y_train[:48])
     assert abs(float(x.mean())) < 1.0  # normalised, not raw pixels
@@ -289,19 +290,19 @@ def test_evaluation_clean_rows_test_correctness_and_cache(tmp_path):
                       batch_size=32, epochs=1, lr=0.05, seed=2, progress=False)
     store = Store("smoke", tmp_path)
     res = train(cfg, store)
-    ev = fim.evaluation(cfg, store, extra={"n": ({"what": "n"}, lambda model, c: 7)})
+    ev = evaluation(cfg, store, extra={"n": ({"what": "n"}, lambda model, c: 7)})
     model = load_model(cfg, store).eval()
-    x, y = fim.clean_training_set(cfg)
+    x, y = clean_training_set(cfg)
     with torch.no_grad():
         out = model(x)
     assert ev["clean_train_error"] == pytest.approx(100 * float((out.argmax(1) != y).double().mean()))
     assert ev["clean_train_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(out, y)), rel=1e-5)
-    correct = fim.correct_vector(ev)
+    correct = correct_vector(ev)
     assert len(correct) == res.summary["n_test"] and ev["n"] == 7
     assert 100 * (1 - correct.mean()) == pytest.approx(res.summary["test_error"])
     for p in store.checkpoint_dir(cfg.key()).glob("*.pt"):
         p.unlink()
-    assert fim.evaluation(cfg, store, extra={"n": ({"what": "n"}, lambda model, c: 7)}) == ev  # from the store
+    assert evaluation(cfg, store, extra={"n": ({"what": "n"}, lambda model, c: 7)}) == ev  # from the store
 
 
 def _reg_frame(seeds: int = 5, fisher_drop: float = 0.3, n_test: int = 400) -> pd.DataFrame:
@@ -348,33 +349,54 @@ def test_scenario_fit_gate_uses_clean_rows(results_root):
     assert not fim_claims.scenario(frame, p).gates["trained"].passed
 
 
+def _pair(n: int, only_a: int, only_b: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Correctness of two models on n shared images: only_a images right only for A, only_b only for B,
+    the discordant block starting at image ``offset``."""
+    a, b = np.ones(n, dtype=bool), np.ones(n, dtype=bool)
+    b[offset:offset + only_a] = False
+    a[offset + only_a:offset + only_a + only_b] = False
+    return a, b
+
+
 def test_shared_test_set_mde_has_80_percent_power_under_mcnemar():
     """Simulated shared test set: n images, a fraction π of them discordant, the discordant images favouring
     arm A by δ·n. At δ = the returned MDE a two-sided McNemar z-test (α = 0.05) rejects in ≈ 80 % of trials."""
     from flatlib.claims.stats import mde_shared_test_set
 
     n, pi = 2000, 0.05
-    mde = mde_shared_test_set([50], [50], n, [0.0])
+    a, b = _pair(n, 50, 50)
+    mde = mde_shared_test_set([a], [b])
     assert mde == pytest.approx(2.8016 * math.sqrt((pi - 0.0) / n), rel=1e-3)
     rng = np.random.default_rng(0)
     disc = rng.binomial(n, pi, size=4000)
-    b = rng.binomial(disc, 0.5 + mde * n / (2 * pi * n))
-    z = (2 * b - disc) / np.sqrt(disc)
+    wins = rng.binomial(disc, 0.5 + mde * n / (2 * pi * n))
+    z = (2 * wins - disc) / np.sqrt(disc)
     assert 0.76 < float((np.abs(z) > 1.96).mean()) < 0.84
 
 
 def test_shared_test_set_mde_floor_seed_spread_and_independent_sets():
-    from flatlib.claims.stats import mde_error_difference, mde_shared_test_set, z_factor
+    from flatlib.claims.stats import mde_error_difference, mde_shared_test_set, shared_test_set_variance, z_factor
 
     z2, n = z_factor() ** 2, 1348
-    floor = mde_shared_test_set([0, 0], [0, 0], n, [0.0, 0.0])  # identical arms: δ needs δ·n discordant images
+    same = [np.ones(n, dtype=bool)] * 2
+    floor = mde_shared_test_set(same, same)  # identical arms: δ needs δ·n discordant images
     assert floor == pytest.approx(math.sqrt(z2 * floor * (1 - floor) / n), rel=1e-9) and 0.005 < floor < 0.006
-    spread = mde_shared_test_set([60, 60], [60, 60], n, [0.01, -0.01])  # seed spread adds s²/k
-    assert spread == pytest.approx(math.sqrt(z2 * (120 / n / n + np.var([0.01, -0.01], ddof=1) / 2)), rel=1e-9)
+    # seed 0: A worse on 20 more images; seed 1: B worse on 20 more; disjoint images
+    (a0, b0), (a1, b1) = _pair(n, 50, 70, 0), _pair(n, 70, 50, 200)
+    d = np.array([(~a0).astype(float) - ~b0, (~a1).astype(float) - ~b1])
+    want = d.mean(axis=0).var() / n + d.mean(axis=1).var(ddof=1) / 2
+    assert shared_test_set_variance([a0, a1], [b0, b1]) == pytest.approx(want, rel=1e-12)
+    assert mde_shared_test_set([a0, a1], [b0, b1]) == pytest.approx(math.sqrt(z2 * want), rel=1e-9)
+    # discordances on different images average out over seeds; on the same images they do not
+    spread_out = [_pair(n, 15, 15, 30 * s) for s in range(5)]
+    stacked = [_pair(n, 15, 15, 0) for _ in range(5)]
+    var_out = shared_test_set_variance(*map(list, zip(*spread_out)))
+    var_stacked = shared_test_set_variance(*map(list, zip(*stacked)))
+    assert var_out == pytest.approx(var_stacked / 5, rel=1e-9)
     # few disagreements on one shared set resolve far less than two independent test sets would need
-    assert mde_shared_test_set([15] * 5, [15] * 5, n, [0.0] * 5) < 0.6 * mde_error_difference(0.035, n)
+    assert mde_shared_test_set(*map(list, zip(*stacked))) < 0.6 * mde_error_difference(0.035, n)
     with pytest.raises(ValueError):
-        mde_shared_test_set([1], [1, 2], n, [0.0])
+        shared_test_set_variance([a0], [b0[:-1]])
 
 
 def test_scenario_resolvable_gate_is_paired_on_the_extreme_configurations(results_root):

@@ -168,3 +168,21 @@ def test_invalid_shapes_and_depths():
         build_model("wrn", in_channels=3, num_classes=10, depth=27)
     with pytest.raises(ValueError, match="9n \\+ 2"):
         build_model("preresnet164", in_channels=3, num_classes=10, depth=21)
+
+
+def test_allcnnc_logit_relu_option():
+    """DeepOBS' All-CNN-C ReLUs its class maps (logits ≥ 0); ``logit_relu=False`` drops only that ReLU."""
+    torch.manual_seed(0)
+    kw = dict(width=0.1, init="he")
+    deepobs = build_model("allcnnc", in_channels=1, num_classes=10, input_size=14, **kw)
+    torch.manual_seed(0)
+    plain = build_model("allcnnc", in_channels=1, num_classes=10, input_size=14, logit_relu=False, **kw)
+    assert sum(p.numel() for p in deepobs.parameters()) == sum(p.numel() for p in plain.parameters())
+    deepobs.eval(), plain.eval()
+    x = torch.randn(64, 1, 14, 14)
+    with torch.no_grad():
+        pre = plain(x)
+        assert (deepobs(x) >= 0).all() and (pre < 0).any()
+        maps = plain.classifier.conv(plain.classifier.unflatten(plain.features(x)))
+        torch.testing.assert_close(pre, maps.mean((2, 3)))
+        torch.testing.assert_close(deepobs(x), maps.clamp_min(0).mean((2, 3)))

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from flatlib.claims.rules import Detectable, Fit, Moved, NonInferior, PairedDirection, RatioBands, combine
-from flatlib.claims.stats import mde_paired, ratio_spread, seeds_needed
+from flatlib.claims.stats import mde_paired, paired, ratio_spread, seeds_needed
 from flatlib.claims.verdict import Claim, Claims, Gate, judge, not_applicable
+from flatlib.experiments.evaluation import correct_vector
 from flatlib.experiments.ff_curvature import paper_decay_integral
 from flatlib.reference import paper_number
 
@@ -36,7 +37,7 @@ F8_BANDS = RatioBands("the geometric-mean λ1 ratio (wd max / wd 0, BN eval)", h
 # the paper's smallest documented λ1 rise under weight decay: FF-F1, 12.26 → 15.84
 WD_LAMBDA_EFFECT = math.log(paper_number("FF-F1", "lambda_1:0.0005") / paper_number("FF-F1", "lambda_1:0"))
 ADAM_LAMBDA_EFFECT = math.log(paper_number("FF-F6", "lambda_1:Adam+IA") / paper_number("FF-F6", "lambda_1:SGD"))
-RESOLVE = Detectable("(log λ1)")
+RESOLVE = Detectable("(log λ1)", or_significant=True)
 
 
 def _pivot(f: pd.DataFrame, by: str, col: str) -> pd.DataFrame:
@@ -58,25 +59,29 @@ def _sharper_and_no_worse(f: pd.DataFrame, by: str, treat: Any, ctrl: Any, lam_r
            + lt.describe()
     if acc is None:
         return lam_verdict, values, text, None
-    err = 100 - _pivot(f, by, "test_acc").dropna()
-    diffs = (err[treat] - err[ctrl]).to_numpy()
-    n_test = int(f["n_test"].min())
-    base = float(err[ctrl].mean())
-    ok, ub = acc.decide(diffs, base, n_test)
-    values.update({"error_diffs": diffs.tolist(), "error_upper_bound": ub, "n_test": n_test})
-    text += (f"; test error {acc.treatment} − {acc.control} per seed {', '.join(f'{d:+.2f}' for d in diffs)} points, "
-             f"upper bound {ub:+.2f} ({'<' if ok else '≥'} margin {acc.margin:g})")
-    sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
-    return combine(lam_verdict, "held" if ok else "did not hold"), values, text, \
-        acc.resolvable(base, n_test, sd, len(diffs))
+    runs = f.set_index(["seed", by])
+    ex = acc.excess([correct_vector(runs.loc[(s, treat)]) for s in lam.index],
+                    [correct_vector(runs.loc[(s, ctrl)]) for s in lam.index])
+    acc_verdict = acc.decide(ex)
+    values.update({"error_diffs": list(ex.diffs), "error_bounds": [ex.lower, ex.upper], "error_se": ex.se,
+                   "only_treatment_right": list(ex.only_treatment), "only_control_right": list(ex.only_control),
+                   "n_test": ex.n_test})
+    text += (f"; test error {acc.treatment} − {acc.control} per seed {', '.join(f'{d:+.2f}' for d in ex.diffs)} "
+             f"points (images right only with {acc.treatment} / only with {acc.control}: "
+             + ", ".join(f"{a}/{b}" for a, b in zip(ex.only_treatment, ex.only_control))
+             + f"), bounds [{ex.lower:+.2f}, {ex.upper:+.2f}] vs margin {acc.margin:g}: "
+             + {"held": "no worse", "did not hold": "worse beyond the margin", None: "undecided"}[acc_verdict])
+    return combine(lam_verdict, acc_verdict or "did not hold"), values, text, acc.gate(ex)
 
 
 def _resolvable(lam_log_ratios: np.ndarray, effect: float, acc_gate: Gate | None) -> Gate:
+    """λ1 part: powered for the paper's effect, or its paired test (log λ1, claimed rise) resolved the sign."""
     sd = float(np.std(lam_log_ratios, ddof=1)) if len(lam_log_ratios) > 1 else float("nan")
     need = seeds_needed(sd, effect)
     g = RESOLVE.gate(mde_paired(sd, len(lam_log_ratios)) if np.isfinite(sd) else math.inf, effect,
                      f"paired t over {len(lam_log_ratios)} seeds, SD {sd:.2g}; "
-                     + (f"{need} seeds would resolve the paper's effect" if need else "no seed count resolves it"))
+                     + (f"{need} seeds would resolve the paper's effect" if need else "no seed count resolves it"),
+                     paired(lam_log_ratios, np.zeros_like(lam_log_ratios)))
     if acc_gate is None:
         return g
     return Gate(g.passed and acc_gate.passed, f"λ1: {g.detail}; accuracy: {acc_gate.detail}")

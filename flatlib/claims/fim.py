@@ -11,7 +11,8 @@ from flatlib.claims.rules import BENCH_TOLERANCE, Detectable, Fell, Fit, Moved, 
 from flatlib.claims.stats import mcnemar, mde_paired, mde_shared_test_set
 from flatlib.claims.verdict import Claim, Claims, Gate, judge, not_applicable, not_run
 from flatlib.experiments.fim_regularizer import is_gpu, regularized_phase, regularizer_configs
-from flatlib.experiments.fim_scenarios import METRIC_SHORT, METRICS, correct_vector, level_summary, rank_table
+from flatlib.experiments.evaluation import correct_vector
+from flatlib.experiments.fim_scenarios import METRIC_SHORT, METRICS, level_summary, rank_table
 from flatlib.reference import paper_numbers
 
 # --- thresholds, fixed before any outcome (each with its reason) --------------------------------
@@ -51,11 +52,9 @@ PAIRED_DESIGN = ("paired by seed and by image: every model is scored on the same
                  "noise of a difference is McNemar's, not that of two independent test sets; α = 0.05, 80 % power")
 
 
-def paired_mde(correct_a: list[np.ndarray], correct_b: list[np.ndarray], diffs_pct: np.ndarray) -> float:
+def paired_mde(correct_a: list[np.ndarray], correct_b: list[np.ndarray]) -> float:
     """``stats.mde_shared_test_set`` in points, from per-seed correctness vectors of two arms on the shared test set."""
-    tests = [mcnemar(a, b) for a, b in zip(correct_a, correct_b)]
-    return 100 * mde_shared_test_set([t.only_a for t in tests], [t.only_b for t in tests], len(correct_a[0]),
-                                     np.asarray(diffs_pct, dtype=float) / 100)
+    return 100 * mde_shared_test_set(correct_a, correct_b)
 
 
 def scenario_resolvable(frame: pd.DataFrame, summ: pd.DataFrame) -> Gate:
@@ -67,8 +66,7 @@ def scenario_resolvable(frame: pd.DataFrame, summ: pd.DataFrame) -> Gate:
     b = frame[frame["level"] == lo["level"]].set_index("seed")
     seeds = sorted(set(a.index) & set(b.index))
     spread = float(hi["test_error_mean"] - lo["test_error_mean"])
-    mde = paired_mde([correct_vector(a.loc[s]) for s in seeds], [correct_vector(b.loc[s]) for s in seeds],
-                     (a.loc[seeds, "test_error"] - b.loc[seeds, "test_error"]).to_numpy())
+    mde = paired_mde([correct_vector(a.loc[s]) for s in seeds], [correct_vector(b.loc[s]) for s in seeds])
     ok = bool(np.isfinite(mde) and spread >= mde)
     return Gate(ok, f"test error spans {spread:.2f} points across configurations ({lo['level']} → {hi['level']}; "
                     f"{'≥' if ok else '<'} the minimum detectable difference {mde:.2f} points of that pair, "
@@ -147,8 +145,7 @@ def regularizer(frame: pd.DataFrame, p: Any) -> Claims:
                 arms = {(r["seed"], r["regularizer"]): correct_vector(r) for _, r in sub.iterrows()}
                 seeds = list(g.index)
                 tests = [(seed, mcnemar(arms[seed, "with"], arms[seed, "without"])) for seed in seeds]
-                mde = paired_mde([arms[s_, "with"] for s_ in seeds], [arms[s_, "without"] for s_ in seeds],
-                                 (g["with"] - g["without"]).to_numpy())
+                mde = paired_mde([arms[s_, "with"] for s_ in seeds], [arms[s_, "without"] for s_ in seeds])
                 values[f"{d}:{m}"]["mcnemar"] = [{"seed": int(sd_), "only_with": mc.only_a, "only_without": mc.only_b,
                                                   "p": mc.pvalue} for sd_, mc in tests]
                 mc_txt = ", ".join(f"seed {sd_}: {mc.only_a} vs {mc.only_b} images right only with / only without, "

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from flatlib.claims.stats import ALPHA, McNemar, PairedTest, mcnemar, paired
+from flatlib.claims.stats import ALPHA, McNemar, PairedTest, mcnemar, paired, shared_test_set_variance
 from flatlib.claims.verdict import Gate
 
 # one tolerance for every cost ratio judged against a paper (POF-T2, FIM-TC): 10 % over the paper's ratio
@@ -66,18 +66,32 @@ class Moved:
 
 @dataclasses.dataclass(frozen=True)
 class Detectable:
-    """The "resolvable" gate: the paper's effect is at least the minimum detectable effect (MDE)."""
+    """The "resolvable" gate: the paper's effect is at least the minimum detectable effect (MDE).
+
+    With ``or_significant`` the gate also passes when the paired test has already resolved the sign
+    (one-sided p < α in either direction): power bounds what a test that finds *nothing* can rule out,
+    and a test that found the sign at p < α is not such a test.
+    """
 
     unit: str = "points"
+    or_significant: bool = False
+    alpha: float = ALPHA
 
     def text(self) -> str:
         return ("the paper's effect is at least the minimum detectable effect at α = 0.05 and 80 % power "
-                "(binomial error of the test set and the seed spread)")
+                "(binomial error of the test set and the seed spread)"
+                + (f", or the paired test resolved the sign (one-sided p < {self.alpha:g} either way)"
+                   if self.or_significant else ""))
 
-    def gate(self, mde: float, paper_effect: float, design: str) -> Gate:
-        ok = bool(np.isfinite(mde) and abs(paper_effect) >= mde)
-        return Gate(ok, f"minimum detectable effect {_num(mde)} {self.unit} ({design}) "
-                        f"{'≤' if ok else '>'} the paper's {_num(abs(paper_effect))} {self.unit}")
+    def gate(self, mde: float, paper_effect: float, design: str, test: PairedTest | None = None) -> Gate:
+        powered = bool(np.isfinite(mde) and abs(paper_effect) >= mde)
+        detail = (f"minimum detectable effect {_num(mde)} {self.unit} ({design}) "
+                  f"{'≤' if powered else '>'} the paper's {_num(abs(paper_effect))} {self.unit}")
+        p = test.t_pvalue if test is not None else math.nan
+        significant = self.or_significant and np.isfinite(p) and min(p, 1 - p) < self.alpha
+        if significant and not powered:
+            detail += f"; the paired test resolved the sign (one-sided p = {min(p, 1 - p):.2g} < {self.alpha:g})"
+        return Gate(powered or significant, detail)
 
 
 # ---------------------------------------------------------------------------------------- rules
@@ -117,12 +131,32 @@ class PairedDirection:
 
 
 @dataclasses.dataclass(frozen=True)
+class Excess:
+    """The test-error excess treatment − control in points, paired by seed and by test image."""
+
+    diffs: tuple[float, ...]    # per seed
+    only_treatment: tuple[int, ...]  # per seed: images only the treatment gets right
+    only_control: tuple[int, ...]
+    n_test: int
+    se: float                   # standard error of the seed mean (`stats.shared_test_set_variance`)
+    lower: float                # one-sided (1 − α) lower and upper bounds of the mean
+    upper: float
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.diffs))
+
+
+@dataclasses.dataclass(frozen=True)
 class NonInferior:
     """"Generalises no worse": the treatment's test error exceeds the control's by less than ``margin``.
 
-    The one-sided 95 % upper bound of the mean error difference (treatment − control, seed-paired,
-    its standard error combining the seed spread and the binomial error of the shared test set)
-    must lie below ``margin`` percentage points.
+    The mean error excess over seeds (treatment − control, points), both arms scored on the same test
+    images, has standard error √(`stats.shared_test_set_variance`): the image variance of the
+    seed-averaged per-image difference plus the seed spread. Held if its one-sided (1 − α) upper bound
+    is below ``margin``; did not hold if its one-sided (1 − α) lower bound is above ``margin`` (worse
+    beyond the margin); an interval across the margin decides neither, and the design's *resolvable*
+    gate fails (`gate`).
     """
 
     margin: float
@@ -131,37 +165,44 @@ class NonInferior:
     alpha: float = ALPHA
 
     def text(self) -> str:
-        return (f"{self.treatment} generalises no worse than {self.control}: the one-sided {1 - self.alpha:.0%} upper "
-                f"bound of its test-error excess (paired by seed, seed spread and binomial test-set error combined) "
-                f"is below {self.margin:g} points")
+        c = f"one-sided {1 - self.alpha:.0%}"
+        return (f"{self.treatment} generalises no worse than {self.control}: held if the {c} upper bound of its "
+                f"test-error excess (paired by seed and by test image: image variance of the seed-averaged "
+                f"difference plus the seed spread) is below {self.margin:g} points; did not hold if the {c} lower "
+                f"bound is above {self.margin:g} points")
 
-    def upper_bound(self, diffs_pct: Sequence[float], error_pct: float, n_test: int) -> float:
+    def excess(self, correct_treatment: Sequence[Sequence[bool]], correct_control: Sequence[Sequence[bool]]) -> Excess:
+        """The excess from per-seed correctness vectors on the shared test set (seed order matches)."""
         from scipy import stats as st
 
-        d = np.asarray(diffs_pct, dtype=float)
-        seed_var = float(np.var(d, ddof=1)) / len(d) if len(d) > 1 else 0.0
-        p = error_pct / 100
-        se = math.sqrt(seed_var + 2 * (100 ** 2) * p * (1 - p) / n_test)
-        return float(d.mean() + st.norm.ppf(1 - self.alpha) * se)
+        tests = [mcnemar(t, c) for t, c in zip(correct_treatment, correct_control, strict=True)]
+        n = len(correct_treatment[0])
+        diffs = [100 * (m.only_b - m.only_a) / n for m in tests]  # error(T) − error(C) = (only C − only T right)/n
+        se = 100 * math.sqrt(shared_test_set_variance(correct_treatment, correct_control))
+        z = float(st.norm.ppf(1 - self.alpha))
+        mean = float(np.mean(diffs))
+        return Excess(tuple(diffs), tuple(m.only_a for m in tests), tuple(m.only_b for m in tests), n, se,
+                      mean - z * se, mean + z * se)
 
-    def decide(self, diffs_pct: Sequence[float], error_pct: float, n_test: int) -> tuple[bool, float]:
-        ub = self.upper_bound(diffs_pct, error_pct, n_test)
-        return bool(ub < self.margin), ub
+    def decide(self, ex: Excess) -> str | None:
+        """held, did not hold, or None when the interval straddles the margin."""
+        return "held" if ex.upper < self.margin else "did not hold" if ex.lower > self.margin else None
 
-    def resolvable(self, error_pct: float, n_test: int, seed_sd: float, n_seeds: int) -> Gate:
-        """Can this design exclude an excess of ``margin``? Its bound's half-width must be below the margin."""
+    def gate(self, ex: Excess) -> Gate:
+        """Resolvable when the interval lies on one side of the margin; otherwise the detail says how far off."""
         from scipy import stats as st
 
-        p = error_pct / 100
-        half = float(st.norm.ppf(1 - self.alpha) * math.sqrt(
-            (seed_sd ** 2 / n_seeds if n_seeds > 1 and np.isfinite(seed_sd) else 0.0)
-            + 2 * (100 ** 2) * p * (1 - p) / n_test))
-        ok = half < self.margin
-        # the test set that would bring the binomial term alone below the margin (with no seed spread)
-        images = math.ceil(2 * (100 ** 2) * p * (1 - p) * (st.norm.ppf(1 - self.alpha) / self.margin) ** 2)
-        return Gate(ok, f"test-error bound half-width {half:.2f} points (n = {n_test} test points, {n_seeds} seeds, "
-                        f"error {error_pct:.2g} %, seed SD {seed_sd:.2g} points) {'<' if ok else '≥'} the "
-                        f"non-inferiority margin {self.margin:g} points; the test set alone needs ≥ {images} images")
+        verdict = self.decide(ex)
+        head = (f"test-error excess {ex.mean:+.2f} points, one-sided {1 - self.alpha:.0%} bounds [{ex.lower:+.2f}, "
+                f"{ex.upper:+.2f}] (SE {ex.se:.2f}; {len(ex.diffs)} seeds, {ex.n_test} shared test images)")
+        if verdict is not None:
+            return Gate(True, head + f" {'below' if verdict == 'held' else 'above'} the margin {self.margin:g} points")
+        z = float(st.norm.ppf(1 - self.alpha))
+        q = float(np.mean(np.add(ex.only_treatment, ex.only_control))) / ex.n_test  # discordant fraction
+        images = math.ceil(q * (z * 100 / max(abs(ex.mean - self.margin), 1e-9)) ** 2)
+        return Gate(False, head + f" straddle the margin {self.margin:g} points; with this discordance "
+                                  f"({q:.1%} of images) the image noise alone allows a decision only with ≥ {images} "
+                                  f"test images (more seeds shrink the seed part)")
 
 
 @dataclasses.dataclass(frozen=True)

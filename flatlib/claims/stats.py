@@ -64,33 +64,53 @@ def seeds_needed(sd: float, effect: float, most: int = 10_000, alpha: float = AL
     return next((n for n in range(2, most + 1) if mde_paired(sd, n, alpha, power) <= abs(effect)), None)
 
 
-def mde_shared_test_set(only_a: Sequence[int], only_b: Sequence[int], n_test: int, diffs: Sequence[float],
+def shared_test_set_variance(correct_a: Sequence[Sequence[bool]], correct_b: Sequence[Sequence[bool]]) -> float:
+    """The variance of the seed-mean difference of two error rates (fractions), error(A) − error(B), when
+    the arms are paired by seed (row s of each) and every model is scored on the SAME n test images.
+
+    Image noise: with d̄(x) = mean_s [wrong_{A,s}(x) − wrong_{B,s}(x)] the per-image difference averaged
+    over the k seeds, the seed-mean difference is the image mean of d̄, so its variance over test sets
+    is Var_x(d̄)/n. Two models on one test set disagree on few images, so this is far below the
+    2p(1−p)/n of two independent test sets; for one seed it is McNemar's ((b + c)/n − ((b − c)/n)²)/n,
+    with b, c the images only A / only B gets right. Seed noise: the spread s²/k of the k per-seed
+    differences (which holds some image noise again, so the sum errs on the safe side):
+
+        Var = Var_x(d̄)/n + s²/k.
+
+    >>> a = [[True] * 970 + [False] * 30]
+    >>> b = [[True] * 960 + [False] * 40]
+    >>> round(shared_test_set_variance(a, b), 8)  # 10 discordant images of 1000: (0.01 − 0.01²)/1000
+    9.9e-06
+    """
+    wrong_a = ~np.asarray(correct_a, dtype=bool)
+    wrong_b = ~np.asarray(correct_b, dtype=bool)
+    if wrong_a.shape != wrong_b.shape or wrong_a.ndim != 2 or wrong_a.size == 0:
+        raise ValueError(f"need two equal, non-empty (seeds, images) arrays; got {wrong_a.shape} and {wrong_b.shape}")
+    d = wrong_a.astype(float) - wrong_b.astype(float)          # (k, n)
+    k, n = d.shape
+    per_seed = d.mean(axis=1)
+    return float(d.mean(axis=0).var() / n + (per_seed.var(ddof=1) / k if k > 1 else 0.0))
+
+
+def mde_shared_test_set(correct_a: Sequence[Sequence[bool]], correct_b: Sequence[Sequence[bool]],
                         alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest mean difference δ of two error rates (a fraction) detectable when the two arms are
-    paired by seed and every model is scored on the SAME ``n_test`` images.
+    paired by seed (rows) and every model is scored on the SAME test images (`shared_test_set_variance`):
 
-    Per seed s the image-level (McNemar) variance of the error difference is
-    v_s = ((b_s + c_s)/n − ((b_s − c_s)/n)²)/n, with b_s, c_s the images only arm A / only arm B gets
-    right: two models on one test set disagree on few images, so this is far below the 2p(1−p)/n of
-    two independent test sets. The images are shared by all seeds, so v_s does not average out over
-    seeds; its mean over seeds bounds the image variance of the seed-mean difference (variance of a mean
-    ≤ mean of variances). Plus the spread s²/k of the k per-seed differences (``diffs``, fractions):
-
-        δ_obs = (z_{1−α/2} + z_power) · √( mean_s v_s + s²/k ).
+        δ_obs = (z_{1−α/2} + z_power) · √Var.
 
     An effect δ needs at least δ·n discordant images, whose McNemar variance is δ(1−δ)/n; so δ is never
     below the root of δ = z·√(δ(1−δ)/n + s²/k) (arms that barely disagree do not make tiny effects
     detectable). Returns max(δ_obs, that root).
     """
-    b, c, d = (np.asarray(v, dtype=float) for v in (only_a, only_b, diffs))
-    if not (len(b) == len(c) == len(d)) or len(d) == 0:
-        raise ValueError(f"need equal, non-empty per-seed arrays; got {len(b)}, {len(c)}, {len(d)}")
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     z2 = z_factor(alpha, power) ** 2
-    v = ((b + c) / n_test - ((b - c) / n_test) ** 2) / n_test
-    seed_var = float(np.var(d, ddof=1)) / len(d) if len(d) > 1 else 0.0
-    observed = math.sqrt(z2 * (float(v.mean()) + seed_var))
-    q = 1 + z2 / n_test  # δ²·q − δ·z²/n − z²·s²/k = 0
-    floor = (z2 / n_test + math.sqrt((z2 / n_test) ** 2 + 4 * q * z2 * seed_var)) / (2 * q)
+    observed = math.sqrt(z2 * shared_test_set_variance(a, b))
+    k, n = a.shape
+    per_seed = (~a).mean(axis=1) - (~b).mean(axis=1)
+    seed_var = float(per_seed.var(ddof=1)) / k if k > 1 else 0.0
+    q = 1 + z2 / n  # δ²·q − δ·z²/n − z²·s²/k = 0
+    floor = (z2 / n + math.sqrt((z2 / n) ** 2 + 4 * q * z2 * seed_var)) / (2 * q)
     return max(observed, floor)
 
 

@@ -13,8 +13,8 @@ hidden layers). Dropout is off in the Hessian either way. 30 epochs, averaging f
 (the paper's 161 of 300, scaled), both arms: in 20 epochs the Adam+IA arm at FF-F7's wd ended at
 93.9 % train accuracy, below the "trained" gate; in 30 it reaches ≥ 98 %.
 
-On the digits' 360 test images the accuracy half of both claims is not resolvable; the claims'
-*resolvable* gate states by how much (`NonInferior.resolvable`).
+The accuracy half of both claims compares the arms on the digits' 360 shared test images, paired by seed
+and by image (`NonInferior`); the claims' *resolvable* gate says whether that comparison was decided.
 """
 from __future__ import annotations
 

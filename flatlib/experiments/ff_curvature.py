@@ -23,6 +23,7 @@ from flatlib.train.optim import lr_at
 from flatlib.curvature import HessianOperator, frobenius_norm_sq, hutchinson_trace, lanczos, slq
 from flatlib.train.engine import dataset_for, load_model, loader, weight_norm
 from flatlib.experiments.common import train_all
+from flatlib.experiments.evaluation import evaluation
 from flatlib.params import Params, bounded, choices
 from flatlib.reference import paper_numbers
 from flatlib.store import Store
@@ -108,17 +109,21 @@ def measure_curvature(cfg: TrainConfig, p: CurvatureParams, bn_mode: str, store:
 
 def measure_all(configs: list[TrainConfig], p: CurvatureParams, bn_modes: list[str], store: Store,
                 **labels_by_run) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train every config, measure each in every BN mode; (per-run table, SLQ nodes/weights in long form)."""
+    """Train every config, measure each in every BN mode; (per-run table, SLQ nodes/weights in long form).
+
+    ``test_correct``: which test images the run gets right (`evaluation.correct_vector`), for the paired
+    accuracy comparisons."""
     results = train_all(configs, store, desc="FF runs")
     rows, spectra = [], []
     for i, (cfg, res) in enumerate(zip(configs, results)):
         for mode in bn_modes:
             m = measure_curvature(cfg, p, mode, store)
+            correct = evaluation(cfg, store)["test_correct"]
             labels = {"bn_mode": mode, "seed": cfg.seed, **{k: v[i] for k, v in labels_by_run.items()}}
             s = res.summary
             rows.append({**labels, **{k: v for k, v in m.items() if not k.startswith("slq")},
                          "train_acc": 100 - s["train_error"], "test_acc": 100 - s["test_error"], "gap": s["gap"],
-                         "train_loss": s["train_loss"], "n_test": s["n_test"],
+                         "train_loss": s["train_loss"], "n_test": s["n_test"], "test_correct": correct,
                          "decay_integral": integrated_decay(cfg, s["n_train"])})
             nodes, weights = np.asarray(m["slq_nodes"]), np.asarray(m["slq_weights"])
             for v in range(nodes.shape[0]):

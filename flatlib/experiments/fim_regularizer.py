@@ -27,7 +27,8 @@ from flatlib.train.config import TrainConfig
 from flatlib.data import split_tensors
 from flatlib.train.engine import dataset_for
 from flatlib.experiments.common import train_all
-from flatlib.experiments.fim_scenarios import _sd, evaluation, measure
+from flatlib.experiments.evaluation import evaluation
+from flatlib.experiments.fim_scenarios import _sd, measure
 from flatlib.params import Params, ParameterError, bounded, choices, notebook
 from flatlib.reference import paper_numbers
 from flatlib.store import Store, project_root
