@@ -52,21 +52,17 @@ PAIRED_DESIGN = ("paired by seed and by image: every model is scored on the same
                  "noise of a difference is McNemar's, not that of two independent test sets; α = 0.05, 80 % power")
 
 
-def paired_mde(correct_a: list[np.ndarray], correct_b: list[np.ndarray]) -> float:
-    """``stats.mde_shared_test_set`` in points, from per-seed correctness vectors of two arms on the shared test set."""
-    return 100 * mde_shared_test_set(correct_a, correct_b)
-
-
 def scenario_resolvable(frame: pd.DataFrame, summ: pd.DataFrame) -> Gate:
     """The scenario's test error must vary across configurations: the span between the configurations with
     the highest and the lowest mean test error is at least the minimum detectable difference of that pair,
-    paired by seed and by image (``paired_mde``)."""
+    paired by seed and by image (``stats.mde_shared_test_set``, in points)."""
     hi, lo = summ.loc[summ["test_error_mean"].idxmax()], summ.loc[summ["test_error_mean"].idxmin()]
     a = frame[frame["level"] == hi["level"]].set_index("seed")
     b = frame[frame["level"] == lo["level"]].set_index("seed")
     seeds = sorted(set(a.index) & set(b.index))
     spread = float(hi["test_error_mean"] - lo["test_error_mean"])
-    mde = paired_mde([correct_vector(a.loc[s]) for s in seeds], [correct_vector(b.loc[s]) for s in seeds])
+    mde = 100 * mde_shared_test_set([correct_vector(a.loc[s]) for s in seeds],
+                                    [correct_vector(b.loc[s]) for s in seeds])
     ok = bool(np.isfinite(mde) and spread >= mde)
     return Gate(ok, f"test error spans {spread:.2f} points across configurations ({lo['level']} → {hi['level']}; "
                     f"{'≥' if ok else '<'} the minimum detectable difference {mde:.2f} points of that pair, "
@@ -145,7 +141,8 @@ def regularizer(frame: pd.DataFrame, p: Any) -> Claims:
                 arms = {(r["seed"], r["regularizer"]): correct_vector(r) for _, r in sub.iterrows()}
                 seeds = list(g.index)
                 tests = [(seed, mcnemar(arms[seed, "with"], arms[seed, "without"])) for seed in seeds]
-                mde = paired_mde([arms[s_, "with"] for s_ in seeds], [arms[s_, "without"] for s_ in seeds])
+                mde = 100 * mde_shared_test_set([arms[s_, "with"] for s_ in seeds],
+                                                [arms[s_, "without"] for s_ in seeds])
                 values[f"{d}:{m}"]["mcnemar"] = [{"seed": int(sd_), "only_with": mc.only_a, "only_without": mc.only_b,
                                                   "p": mc.pvalue} for sd_, mc in tests]
                 mc_txt = ", ".join(f"seed {sd_}: {mc.only_a} vs {mc.only_b} images right only with / only without, "

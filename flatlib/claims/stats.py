@@ -87,9 +87,13 @@ def shared_test_set_variance(correct_a: Sequence[Sequence[bool]], correct_b: Seq
     if wrong_a.shape != wrong_b.shape or wrong_a.ndim != 2 or wrong_a.size == 0:
         raise ValueError(f"need two equal, non-empty (seeds, images) arrays; got {wrong_a.shape} and {wrong_b.shape}")
     d = wrong_a.astype(float) - wrong_b.astype(float)          # (k, n)
-    k, n = d.shape
-    per_seed = d.mean(axis=1)
-    return float(d.mean(axis=0).var() / n + (per_seed.var(ddof=1) / k if k > 1 else 0.0))
+    return float(d.mean(axis=0).var() / d.shape[1] + _seed_variance(d.mean(axis=1)))
+
+
+def _seed_variance(per_seed: np.ndarray) -> float:
+    """s²/k of k per-seed differences (0 with one seed)."""
+    k = len(per_seed)
+    return float(per_seed.var(ddof=1)) / k if k > 1 else 0.0
 
 
 def mde_shared_test_set(correct_a: Sequence[Sequence[bool]], correct_b: Sequence[Sequence[bool]],
@@ -106,9 +110,8 @@ def mde_shared_test_set(correct_a: Sequence[Sequence[bool]], correct_b: Sequence
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     z2 = z_factor(alpha, power) ** 2
     observed = math.sqrt(z2 * shared_test_set_variance(a, b))
-    k, n = a.shape
-    per_seed = (~a).mean(axis=1) - (~b).mean(axis=1)
-    seed_var = float(per_seed.var(ddof=1)) / k if k > 1 else 0.0
+    n = a.shape[1]
+    seed_var = _seed_variance((~a).mean(axis=1) - (~b).mean(axis=1))
     q = 1 + z2 / n  # δ²·q − δ·z²/n − z²·s²/k = 0
     floor = (z2 / n + math.sqrt((z2 / n) ** 2 + 4 * q * z2 * seed_var)) / (2 * q)
     return max(observed, floor)
